@@ -1,0 +1,25 @@
+"""zcore: zero-shot coreset selection (ZCore) for FiftyOne.
+
+Public API
+----------
+zcore_scores(embeddings, ...)
+    Scores from an embedding matrix (numpy only).
+compute_zcore(samples, ...)
+    Scores a FiftyOne collection, writes a score field and records the run.
+select_coreset(samples, ...)
+    A view of the top-scoring samples.
+"""
+
+from .core.scoring import zcore_scores
+from .core.selection import select_top_indices
+
+__all__ = ["zcore_scores", "select_top_indices", "compute_zcore", "select_coreset"]
+
+
+def __getattr__(name):
+    # The FiftyOne layer is imported lazily, so that the numpy core works without FiftyOne.
+    if name in ("compute_zcore", "select_coreset"):
+        from . import collection
+
+        return getattr(collection, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

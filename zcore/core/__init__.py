@@ -1,0 +1,9 @@
+"""Numpy-only core of zcore: validation, the random draws, scoring engines and selection.
+
+Nothing in this package imports FiftyOne; everything here works on plain arrays.
+"""
+
+from .scoring import zcore_scores
+from .selection import select_top_indices
+
+__all__ = ["zcore_scores", "select_top_indices"]

@@ -1,0 +1,167 @@
+"""Run an engine over the drawn points in worker processes that share memory.
+
+The embeddings, the draws and one pair of accumulators per worker live in
+``multiprocessing.shared_memory`` blocks created here; workers are forked, so they see those blocks
+without copying or pickling. Each worker processes a contiguous range of points into its own
+accumulators; the totals are integer sums, so they equal the one-process result bit for bit.
+
+The shared blocks are closed and unlinked in a ``finally`` clause: after success, after a worker
+fails (its traceback is re-raised here as ``RuntimeError``) and after ``KeyboardInterrupt``.
+"""
+
+import multiprocessing as mp
+import os
+import time
+import traceback
+from multiprocessing import shared_memory
+
+import numpy as np
+
+_POLL_S = 0.05
+
+
+def default_num_workers():
+    """CPUs available to this process."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - macOS
+        return max(1, os.cpu_count() or 1)
+
+
+class _SharedArrays:
+    """Numpy arrays backed by shared memory blocks, all released by :meth:`release`."""
+
+    def __init__(self):
+        self.blocks = []
+
+    def empty(self, shape, dtype):
+        dtype = np.dtype(dtype)
+        nbytes = max(1, int(np.prod(shape)) * dtype.itemsize)
+        shm = shared_memory.SharedMemory(create=True, size=nbytes)
+        self.blocks.append(shm)
+        return np.ndarray(shape, dtype=dtype, buffer=shm.buf)
+
+    def copy_of(self, arr):
+        out = self.empty(arr.shape, arr.dtype)
+        out[...] = arr
+        return out
+
+    @property
+    def names(self):
+        return [b.name for b in self.blocks]
+
+    def release(self):
+        for shm in self.blocks:
+            try:
+                shm.close()
+            except BufferError:  # a view still exported; unlinking below still frees the name
+                pass
+            try:
+                shm.unlink()
+            except FileNotFoundError:
+                pass
+        self.blocks = []
+
+
+def _worker(accumulate, X, dims, coords, coverage, penalty, counter, errors, params):
+    try:
+        def report(n):
+            counter[0] += n
+
+        accumulate(X, dims, coords, coverage, penalty, progress=report, **params)
+    except BaseException:
+        errors.put(traceback.format_exc())
+        raise SystemExit(1) from None
+
+
+def accumulate_parallel(
+    accumulate, X, dims, coords, *, num_workers, params, progress=None, _shared_names=None
+):
+    """Run ``accumulate`` over ``dims``/``coords`` split across ``num_workers`` forked processes.
+
+    Parameters
+    ----------
+    accumulate : callable
+        An engine with the signature of :func:`zcore.core.engine.accumulate_numpy`.
+    X, dims, coords : ndarray
+        Embeddings and draws, copied once into shared memory.
+    num_workers : int
+    params : dict
+        Keyword options forwarded to ``accumulate`` (``k``, ``exp``, ``shift``).
+    progress : callable, optional
+        Called with the number of points finished since the last call.
+    _shared_names : list, optional
+        If given, receives the names of the shared blocks (for tests of the clean-up).
+
+    Returns
+    -------
+    coverage, penalty : ndarray of shape (N,), int64
+    """
+    if "fork" not in mp.get_all_start_methods():
+        raise RuntimeError(
+            "use_multiprocessing needs the 'fork' start method (Linux or macOS); "
+            "run with use_multiprocessing=False on this platform"
+        )
+    ctx = mp.get_context("fork")
+    n, n_points = X.shape[0], len(dims)
+    num_workers = max(1, min(int(num_workers), n_points))
+    bounds = np.linspace(0, n_points, num_workers + 1).astype(np.int64)
+
+    shared = _SharedArrays()
+    procs = []
+    errors = ctx.Queue()
+    try:
+        Xs = shared.copy_of(X)
+        dims_s = shared.copy_of(dims)
+        coords_s = shared.copy_of(coords)
+        acc = shared.empty((num_workers, 2, n), np.int64)
+        acc[...] = 0
+        counters = shared.empty((num_workers, 1), np.int64)
+        counters[...] = 0
+        if _shared_names is not None:
+            _shared_names.extend(shared.names)
+
+        for w in range(num_workers):
+            lo, hi = bounds[w], bounds[w + 1]
+            proc = ctx.Process(
+                target=_worker,
+                args=(accumulate, Xs, dims_s[lo:hi], coords_s[lo:hi], acc[w, 0], acc[w, 1],
+                      counters[w], errors, params),
+                daemon=True,
+            )
+            proc.start()
+            procs.append(proc)
+
+        reported = 0
+        while True:
+            alive = [p for p in procs if p.exitcode is None]
+            failed = [p for p in procs if p.exitcode not in (None, 0)]
+            if failed:
+                raise RuntimeError(_worker_error(errors, failed))
+            done = int(counters.sum())
+            if progress is not None and done > reported:
+                progress(done - reported)
+                reported = done
+            if not alive:
+                break
+            time.sleep(_POLL_S)
+        totals = acc.sum(axis=0)
+        return totals[0].copy(), totals[1].copy()
+    finally:
+        for proc in procs:
+            if proc.exitcode is None:
+                proc.terminate()
+        for proc in procs:
+            proc.join()
+        errors.close()
+        errors.join_thread()
+        shared.release()
+
+
+def _worker_error(errors, failed):
+    try:
+        detail = errors.get(timeout=1.0)
+    except Exception:  # queue empty: the worker was killed without a Python traceback
+        codes = ", ".join(str(p.exitcode) for p in failed)
+        detail = f"worker exited with code {codes}"
+    return f"a zcore worker process failed:\n{detail}"
