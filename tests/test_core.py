@@ -209,3 +209,17 @@ def test_select_top_indices():
 def test_select_top_indices_bad_requests(kwargs, match):
     with pytest.raises(ValueError, match=match):
         select_top_indices([0.1, 0.2, 0.3], **kwargs)
+
+
+def test_workers_forked_from_a_non_main_thread():
+    # FiftyOne runs operators in a thread pool: the workers are forked from a non-main thread there
+    from concurrent.futures import ThreadPoolExecutor
+
+    X = _data(60)
+    single = zcore_scores(X, n_samples=300, redund_nn=10, seed=4)
+    with ThreadPoolExecutor(1) as pool:
+        multi = pool.submit(
+            zcore_scores, X, n_samples=300, redund_nn=10, seed=4, use_multiprocessing=True,
+            num_workers=2,
+        ).result()
+    np.testing.assert_array_equal(single, multi)

@@ -11,6 +11,7 @@ fails (its traceback is re-raised here as ``RuntimeError``) and after ``Keyboard
 
 import multiprocessing as mp
 import os
+import sys
 import time
 import traceback
 from multiprocessing import shared_memory
@@ -64,14 +65,27 @@ class _SharedArrays:
 
 
 def _worker(accumulate, X, dims, coords, coverage, penalty, counter, errors, params):
+    # Leave with os._exit: the parent may have forked from a non-main thread (FiftyOne runs
+    # operators in a thread pool), where the child's normal interpreter shutdown fails and turns
+    # a finished worker into exit code 1.
+    code = 1
     try:
         def report(n):
             counter[0] += n
 
         accumulate(X, dims, coords, coverage, penalty, progress=report, **params)
+        code = 0
     except BaseException:
-        errors.put(traceback.format_exc())
-        raise SystemExit(1) from None
+        tb = traceback.format_exc()
+        sys.stderr.write(tb)
+        errors.put(tb)
+    finally:
+        try:
+            errors.close()
+            errors.join_thread()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
 
 
 def accumulate_parallel(
