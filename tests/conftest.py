@@ -34,9 +34,8 @@ PLUGIN_NAME = "@zcore/zcore"
 @pytest.fixture
 def make_dataset():
     """Factory for small throw-away datasets with random vector embeddings."""
-    import numpy as np
-
     import fiftyone as fo
+    import numpy as np
 
     made = []
 

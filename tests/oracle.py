@@ -24,7 +24,7 @@ def oracle_components(X, *, n_samples, sample_dim=2, redund_nn=1000, redund_exp=
     for p in range(n_samples):
         dp, cp = dims[p], coords[p]
 
-        def l1(i, ref):
+        def l1(i, ref, dp=dp):
             total = 0.0
             for j in range(len(dp)):
                 total += abs(Xd[i, dp[j]] - ref[j])
@@ -45,11 +45,16 @@ def oracle_components(X, *, n_samples, sample_dim=2, redund_nn=1000, redund_exp=
     return coverage, penalty, init
 
 
-def oracle_scores(X, *, n_samples, sample_dim=2, redund_nn=1000, redund_exp=4.0, seed=0,
-                  rand_init=True):
+def oracle_scores(
+    X, *, n_samples, sample_dim=2, redund_nn=1000, redund_exp=4.0, seed=0, rand_init=True
+):
     coverage, penalty, init = oracle_components(
-        X, n_samples=n_samples, sample_dim=sample_dim, redund_nn=redund_nn,
-        redund_exp=redund_exp, seed=seed,
+        X,
+        n_samples=n_samples,
+        sample_dim=sample_dim,
+        redund_nn=redund_nn,
+        redund_exp=redund_exp,
+        seed=seed,
     )
     raw = coverage - penalty + (init if rand_init else 0.0)
     lo, hi = raw.min(), raw.max()

@@ -7,8 +7,8 @@ import sys
 
 import numpy as np
 import pytest
-
 from oracle import oracle_scores
+
 from zcore import select_top_indices, zcore_scores
 
 
@@ -107,8 +107,9 @@ def test_isolated_sample_scores_high_and_crowded_low():
 
 def test_constant_dimensions_are_never_sampled():
     X = _data(50, 4)
-    with_const = np.concatenate([X[:, :2], np.full((50, 1), 3.0), X[:, 2:], np.zeros((50, 2))],
-                                axis=1)
+    with_const = np.concatenate(
+        [X[:, :2], np.full((50, 1), 3.0), X[:, 2:], np.zeros((50, 2))], axis=1
+    )
     a = zcore_scores(X, n_samples=300, redund_nn=5, seed=1)
     b = zcore_scores(with_const, n_samples=300, redund_nn=5, seed=1)
     np.testing.assert_array_equal(a, b)
@@ -219,7 +220,12 @@ def test_workers_forked_from_a_non_main_thread():
     single = zcore_scores(X, n_samples=300, redund_nn=10, seed=4)
     with ThreadPoolExecutor(1) as pool:
         multi = pool.submit(
-            zcore_scores, X, n_samples=300, redund_nn=10, seed=4, use_multiprocessing=True,
+            zcore_scores,
+            X,
+            n_samples=300,
+            redund_nn=10,
+            seed=4,
+            use_multiprocessing=True,
             num_workers=2,
         ).result()
     np.testing.assert_array_equal(single, multi)

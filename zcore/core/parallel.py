@@ -70,6 +70,7 @@ def _worker(accumulate, X, dims, coords, coverage, penalty, counter, errors, par
     # a finished worker into exit code 1.
     code = 1
     try:
+
         def report(n):
             counter[0] += n
 
@@ -139,8 +140,17 @@ def accumulate_parallel(
             lo, hi = bounds[w], bounds[w + 1]
             proc = ctx.Process(
                 target=_worker,
-                args=(accumulate, Xs, dims_s[lo:hi], coords_s[lo:hi], acc[w, 0], acc[w, 1],
-                      counters[w], errors, params),
+                args=(
+                    accumulate,
+                    Xs,
+                    dims_s[lo:hi],
+                    coords_s[lo:hi],
+                    acc[w, 0],
+                    acc[w, 1],
+                    counters[w],
+                    errors,
+                    params,
+                ),
                 daemon=True,
             )
             proc.start()

@@ -168,7 +168,12 @@ def _score_components(
         if use_multiprocessing:
             workers = num_workers or default_num_workers()
             coverage, penalty = accumulate_parallel(
-                accumulate_numpy, X, dims, coords, num_workers=workers, params=params,
+                accumulate_numpy,
+                X,
+                dims,
+                coords,
+                num_workers=workers,
+                params=params,
                 progress=report,
             )
         else:

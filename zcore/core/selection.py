@@ -44,8 +44,11 @@ def select_top_indices(scores, *, size=None, fraction=None, threshold=None):
 def resolve_size(scores, *, size=None, fraction=None, threshold=None):
     """How many samples a size / fraction / threshold request keeps (validates the request)."""
     s = _as_scores(scores)
-    given = [name for name, v in (("size", size), ("fraction", fraction), ("threshold", threshold))
-             if v is not None]
+    given = [
+        name
+        for name, v in (("size", size), ("fraction", fraction), ("threshold", threshold))
+        if v is not None
+    ]
     if len(given) != 1:
         raise ValueError(
             "pass exactly one of size, fraction or threshold"
@@ -66,7 +69,9 @@ def resolve_size(scores, *, size=None, fraction=None, threshold=None):
 
 def _as_scores(scores):
     arr = np.asarray(
-        [np.nan if v is None else v for v in scores] if not isinstance(scores, np.ndarray) else scores,
+        [np.nan if v is None else v for v in scores]
+        if not isinstance(scores, np.ndarray)
+        else scores,
         dtype=np.float64,
     )
     if arr.ndim != 1:

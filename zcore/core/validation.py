@@ -39,7 +39,10 @@ def check_embeddings(embeddings, *, input_name="embeddings", min_samples=MIN_SAM
         raise ValueError(f"{input_name} is None: pass an array of shape (n_samples, n_features)")
 
     parts = _split_parts(embeddings)
-    mats = [_to_matrix(p, f"{input_name}[{i}]" if len(parts) > 1 else input_name) for i, p in enumerate(parts)]
+    mats = [
+        _to_matrix(p, f"{input_name}[{i}]" if len(parts) > 1 else input_name)
+        for i, p in enumerate(parts)
+    ]
     n_rows = {m.shape[0] for m in mats}
     if len(n_rows) > 1:
         shapes = ", ".join(str(m.shape) for m in mats)
@@ -57,7 +60,9 @@ def check_embeddings(embeddings, *, input_name="embeddings", min_samples=MIN_SAM
             "(a covering sample and at least one other to measure redundancy)"
         )
     if d < 1:
-        raise ValueError(f"{input_name} has shape {X.shape}: each sample needs at least one feature")
+        raise ValueError(
+            f"{input_name} has shape {X.shape}: each sample needs at least one feature"
+        )
     finite = np.isfinite(X)
     if not finite.all():
         bad_rows = np.flatnonzero(~finite.all(axis=1))
@@ -108,7 +113,8 @@ def _to_matrix(obj, name):
     if arr.ndim != 2:
         raise ValueError(
             f"{name} must be 2-d of shape (n_samples, n_features); got {arr.ndim}-d shape "
-            f"{arr.shape}" + (" (reshape a single feature column with X.reshape(-1, 1))" if arr.ndim == 1 else "")
+            f"{arr.shape}"
+            + (" (reshape a single feature column with X.reshape(-1, 1))" if arr.ndim == 1 else "")
         )
     return arr
 
@@ -133,7 +139,11 @@ def check_int(value, name, *, min_value=None, max_value=None, allow_none=False):
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        if isinstance(value, numbers.Real) and float(value).is_integer() and not isinstance(value, bool):
+        if (
+            isinstance(value, numbers.Real)
+            and float(value).is_integer()
+            and not isinstance(value, bool)
+        ):
             value = int(value)
         else:
             raise ValueError(f"{name} must be an int, got {value!r}")

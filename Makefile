@@ -1,0 +1,41 @@
+# Two entry points (see README): `make demo` and `make test`. Both install what they need first,
+# idempotently, into a local virtualenv (.venv); nothing is installed system-wide except the
+# Debian chromium package that the App browser test drives.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+REQS := requirements.txt requirements-dev.txt
+STAMP := $(VENV)/.installed-$(shell cat $(REQS) | sha1sum | cut -c1-12)
+
+.PHONY: install demo test test-all lint browser-deps benchmark-scoring
+
+$(STAMP): $(REQS)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps -e .
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+install: $(STAMP)
+
+# End to end on real images with a real pretrained model, offline.
+demo: install
+	$(PY) scripts/demo.py
+
+# Headless chromium (Debian) + playwright-core (npm) for the App test.
+browser-deps:
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+	test -d tests/browser/node_modules/playwright-core || \
+	  (cd tests/browser && npm install --no-audit --no-fund --silent)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+# The default test run: unit + integration + App browser test (slow checks are opt-in: test-all).
+test: install browser-deps lint
+	$(PY) -m pytest
+
+test-all: install browser-deps
+	$(PY) -m pytest -m ""

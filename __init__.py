@@ -1,0 +1,521 @@
+"""zcore FiftyOne operators: ``compute_zcore`` and ``select_coreset``.
+
+The operators only read parameters (with defaults: forms' defaults are not applied to programmatic
+calls), build their forms, and call the FiftyOne layer in ``zcore/``.
+"""
+
+import fiftyone.operators as foo
+import fiftyone.operators.types as types
+
+from .zcore import collection as zc
+from .zcore.core.scoring import default_n_samples
+
+_DEFAULTS = {
+    "score_field": zc.DEFAULT_SCORE_FIELD,
+    "sample_dim": 2,
+    "redund_nn": 1000,
+    "redund_exp": 4.0,
+    "rand_init": True,
+    "num_workers": 1,
+    "batch_size": 32,
+}
+_EMBED_SOURCES = ("field", "model")
+_SIZE_MODES = ("size", "fraction", "threshold")
+
+
+class ComputeZcore(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="compute_zcore",
+            label="ZCore: compute coreset scores",
+            description=(
+                "Score every sample from its embedding (coverage minus redundancy; no labels, "
+                "no training) and store the score in a field. Higher = keep."
+            ),
+            icon="/assets/zcore.svg",
+            dynamic=True,
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
+            default_choice_to_delegated=False,
+        )
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        inputs.view_target(ctx, action_description="Score")
+        view = ctx.target_view()
+        n = view.count()
+
+        _embeddings_inputs(ctx, inputs)
+        _score_field_input(ctx, inputs)
+
+        inputs.int(
+            "n_samples",
+            label="Sampling points",
+            description=(
+                f"Random points drawn in embedding space; default min(1,000,000, 10 x N) = "
+                f"{default_n_samples(max(n, 1)):,} for the {n:,} target samples. More points give "
+                "more stable scores at a proportional cost."
+            ),
+            required=False,
+            min=1,
+        )
+        inputs.int("sample_dim", label="Dimensions per point", default=2, min=1)
+        inputs.int(
+            "redund_nn",
+            label="Redundancy neighbours",
+            description="Neighbours penalised around each covering sample (capped at N - 2)",
+            default=1000,
+            min=1,
+        )
+        inputs.float(
+            "redund_exp",
+            label="Redundancy exponent",
+            description="Penalty proportional to 1 / distance^exponent",
+            default=4.0,
+            min=0.0,
+        )
+        inputs.bool(
+            "rand_init",
+            label="Random initial score",
+            description="Start each score from U(0, 1): a tie-breaker among never-covered samples",
+            default=True,
+        )
+        inputs.int(
+            "seed",
+            label="Seed",
+            description="Leave empty for a fresh seed; the seed used is recorded with the run",
+            required=False,
+            min=0,
+        )
+        inputs.int(
+            "num_workers",
+            label="Worker processes",
+            description="Used when the operation is delegated (scheduled); immediate runs use one",
+            default=1,
+            min=1,
+        )
+
+        inputs.bool(
+            "save_coreset",
+            label="Also save a coreset view",
+            description="Save the top-scoring samples as a named view when scoring finishes",
+            default=False,
+        )
+        if ctx.params.get("save_coreset", False):
+            _size_inputs(ctx, inputs, n)
+            inputs.str(
+                "view_name",
+                label="Saved view name",
+                default="zcore_coreset",
+                required=False,
+            )
+        if n < 3:
+            inputs.view(
+                "too_few",
+                types.Error(label=f"The target has {n} sample(s); ZCore needs at least 3"),
+            )
+        return types.Property(inputs, view=types.View(label="Compute ZCore scores"))
+
+    def resolve_delegation(self, ctx):
+        return ctx.params.get("delegate", None)
+
+    def execute(self, ctx):
+        view = ctx.target_view()
+        p = ctx.params
+        score_field = p.get("score_field") or _DEFAULTS["score_field"]
+        source = p.get("embeddings_source") or ("model" if p.get("model") else "field")
+        model = None
+        embeddings = p.get("embeddings") or None
+        if source == "model":
+            from .zcore.models import load_model
+
+            model = load_model(
+                p.get("model") or "efficientnet-lite0",
+                arch=p.get("clip_arch") or None,
+                pretrained=p.get("clip_pretrained") or None,
+                zoo_name=p.get("zoo_name") or None,
+            )
+            embeddings = p.get("embeddings_field") or _default_embeddings_field(p)
+
+        num_workers = int(p.get("num_workers") or 1)
+        use_mp = bool(ctx.delegated) and num_workers > 1
+
+        def progress(fraction, label):
+            ctx.set_progress(progress=fraction, label=label)
+
+        results = zc.compute_zcore(
+            view,
+            embeddings=embeddings,
+            model=model,
+            score_field=score_field,
+            run_key=p.get("run_key") or None,
+            overwrite=bool(p.get("overwrite", False)),
+            n_samples=p.get("n_samples") or None,
+            sample_dim=p.get("sample_dim", _DEFAULTS["sample_dim"]),
+            redund_nn=p.get("redund_nn", _DEFAULTS["redund_nn"]),
+            redund_exp=p.get("redund_exp", _DEFAULTS["redund_exp"]),
+            rand_init=p.get("rand_init", _DEFAULTS["rand_init"]),
+            seed=p.get("seed", None),
+            use_multiprocessing=use_mp,
+            num_workers=num_workers if use_mp else None,
+            batch_size=p.get("batch_size", _DEFAULTS["batch_size"]),
+            progress=progress,
+        )
+        out = {
+            "score_field": score_field,
+            "num_scored": results.num_scored,
+            "num_missing": results.num_missing,
+            "seed": results.seed,
+        }
+        out.update({k: round(v, 3) for k, v in results.timings.items()})
+        if p.get("save_coreset", False):
+            coreset = zc.select_coreset(view, score_field=score_field, **_size_kwargs(p))
+            out["coreset_size"] = zc.save_coreset(
+                view,
+                coreset,
+                view_name=p.get("view_name") or "zcore_coreset",
+                overwrite=bool(p.get("overwrite", False)),
+            )
+            out["view_name"] = p.get("view_name") or "zcore_coreset"
+        if not ctx.delegated:
+            ctx.trigger("reload_dataset")
+        return out
+
+    def resolve_output(self, ctx):
+        outputs = types.Object()
+        results = ctx.results or {}
+        outputs.str("score_field", label="Score field")
+        outputs.int("num_scored", label="Samples scored")
+        outputs.int("num_missing", label="Samples without embeddings (no score)")
+        outputs.int("seed", label="Seed")
+        if "embed_s" in results:
+            outputs.float("embed_s", label="Embedding time (s)")
+        outputs.float("score_s", label="Scoring time (s)")
+        outputs.float("total_s", label="Total time (s)")
+        if "coreset_size" in results:
+            outputs.int("coreset_size", label="Coreset size")
+            outputs.str("view_name", label="Saved view")
+        return types.Property(outputs, view=types.View(label="ZCore scores computed"))
+
+    def __call__(
+        self,
+        sample_collection,
+        *,
+        embeddings=None,
+        model=None,
+        delegate=False,
+        delegation_target=None,
+        **params,
+    ):
+        """Run the operator from Python.
+
+        Example::
+
+            import fiftyone.operators as foo
+
+            compute_zcore = foo.get_operator("@zcore/zcore/compute_zcore")
+            compute_zcore(dataset, embeddings="clip_embeddings", seed=0)
+            compute_zcore(view, model="efficientnet-lite0", delegate=True)  # schedule it
+
+        Keyword arguments are the operator's parameters (``score_field``, ``n_samples``,
+        ``redund_nn``, ``seed``, ``num_workers``, ...). ``model`` is a key of
+        :data:`zcore.models.MODEL_CHOICES`.
+        """
+        ctx = _sdk_ctx(sample_collection)
+        params = dict(params)
+        if model is not None:
+            params.update(embeddings_source="model", model=model)
+            if embeddings is not None:
+                params["embeddings_field"] = embeddings
+        elif embeddings is not None:
+            params.update(embeddings_source="field", embeddings=embeddings)
+        return foo.execute_operator(
+            self.uri,
+            ctx,
+            params=params,
+            request_delegation=delegate,
+            delegation_target=delegation_target,
+        )
+
+
+class SelectCoreset(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="select_coreset",
+            label="ZCore: select coreset",
+            description="Keep the top samples by score: save them as a view and/or tag them",
+            icon="/assets/coreset.svg",
+            dynamic=True,
+        )
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        inputs.view_target(ctx, action_description="Select from")
+        view = ctx.target_view()
+        fields = _score_fields(view)
+        if not fields:
+            inputs.view(
+                "no_scores",
+                types.Error(
+                    label="No score field",
+                    description="Run 'ZCore: compute coreset scores' first",
+                ),
+            )
+            return types.Property(inputs)
+        default = zc.DEFAULT_SCORE_FIELD if zc.DEFAULT_SCORE_FIELD in fields else fields[0]
+        choices = types.DropdownView()
+        for f in fields:
+            choices.add_choice(f, label=f)
+        inputs.enum("score_field", fields, default=default, label="Score field", view=choices)
+        score_field = ctx.params.get("score_field") or default
+        n_scored = view.exists(score_field).count()
+        _size_inputs(ctx, inputs, n_scored)
+
+        kwargs = _size_kwargs(ctx.params)
+        try:
+            n_keep = zc.select_coreset(view, score_field=score_field, **kwargs).count()
+            inputs.view(
+                "preview",
+                types.Notice(
+                    label=f"{n_keep:,} of {n_scored:,} scored samples will be kept "
+                    f"(highest '{score_field}' first)"
+                ),
+            )
+        except ValueError as e:
+            inputs.view("preview", types.Error(label=str(e)))
+
+        inputs.str(
+            "view_name",
+            label="Save as view",
+            description="Leave empty to not save",
+            required=False,
+            default="zcore_coreset",
+        )
+        inputs.str("tag", label="Tag samples", description="Leave empty to not tag", required=False)
+        inputs.bool("overwrite", label="Overwrite an existing saved view", default=False)
+        inputs.bool("show", label="Show the coreset in the App", default=True)
+        return types.Property(inputs, view=types.View(label="Select coreset"))
+
+    def execute(self, ctx):
+        view = ctx.target_view()
+        p = ctx.params
+        score_field = p.get("score_field") or zc.DEFAULT_SCORE_FIELD
+        coreset = zc.select_coreset(view, score_field=score_field, **_size_kwargs(p))
+        view_name = p.get("view_name") or None
+        tag = p.get("tag") or None
+        count = zc.save_coreset(
+            view, coreset, view_name=view_name, tag=tag, overwrite=bool(p.get("overwrite", False))
+        )
+        if p.get("show", True) and not ctx.delegated:
+            ctx.trigger("set_view", params={"view": coreset._serialize()})
+        return {"count": count, "view_name": view_name or "", "tag": tag or ""}
+
+    def resolve_output(self, ctx):
+        outputs = types.Object()
+        outputs.int("count", label="Samples kept")
+        outputs.str("view_name", label="Saved view")
+        outputs.str("tag", label="Tag")
+        return types.Property(outputs, view=types.View(label="Coreset selected"))
+
+    def __call__(self, sample_collection, *, delegate=False, **params):
+        """Run the operator from Python, e.g.
+        ``foo.get_operator("@zcore/zcore/select_coreset")(dataset, fraction=0.3, view_name="core")``.
+        """
+        params = dict(params)
+        given = [m for m in _SIZE_MODES if params.get(m) is not None]
+        if len(given) != 1:
+            raise ValueError("pass exactly one of size, fraction or threshold")
+        params["size_mode"] = given[0]
+        params.setdefault("show", False)
+        return foo.execute_operator(
+            self.uri, _sdk_ctx(sample_collection), params=params, request_delegation=delegate
+        )
+
+
+# --- form helpers ------------------------------------------------------------------------------
+
+
+def _sdk_ctx(sample_collection):
+    from fiftyone.core.dataset import Dataset
+
+    if isinstance(sample_collection, Dataset):
+        return {"dataset": sample_collection, "params": {}}
+    return {"view": sample_collection, "params": {"view_target": "CURRENT_VIEW"}}
+
+
+def _vector_fields(view):
+    import fiftyone as fo
+
+    schema = view.get_field_schema(flat=True)
+    return sorted(
+        name
+        for name, field in schema.items()
+        if isinstance(field, (fo.VectorField, fo.ArrayField))
+        or (
+            isinstance(field, fo.ListField)
+            and isinstance(field.field, (fo.FloatField, fo.IntField))
+        )
+    )
+
+
+def _score_fields(view):
+    import fiftyone as fo
+
+    schema = view.get_field_schema(flat=False)
+    return sorted(
+        name
+        for name, field in schema.items()
+        if isinstance(field, fo.FloatField) and not name.startswith("_")
+    )
+
+
+def _embeddings_inputs(ctx, inputs):
+    from .zcore.models import MODEL_CHOICES
+
+    fields = _vector_fields(ctx.target_view())
+    source_view = types.RadioGroup(orientation="horizontal")
+    source_view.add_choice(
+        "field",
+        label="Embeddings field",
+        description="Use embeddings already stored on the samples",
+    )
+    source_view.add_choice(
+        "model", label="Compute with a model", description="Embed the images first, then score"
+    )
+    default_source = "field" if fields else "model"
+    inputs.enum(
+        "embeddings_source",
+        _EMBED_SOURCES,
+        default=default_source,
+        label="Embeddings",
+        view=source_view,
+    )
+    source = ctx.params.get("embeddings_source") or default_source
+
+    if source == "field":
+        if not fields:
+            inputs.view(
+                "no_vectors",
+                types.Warning(
+                    label="No vector field on this dataset: choose 'Compute with a model'"
+                ),
+            )
+            return
+        choices = types.AutocompleteView()
+        for f in fields:
+            choices.add_choice(f, label=f)
+        inputs.enum(
+            "embeddings",
+            fields,
+            default=fields[0],
+            required=False,
+            label="Embeddings field",
+            view=choices,
+        )
+        return
+
+    model_view = types.DropdownView()
+    for key, label, description in MODEL_CHOICES:
+        model_view.add_choice(key, label=label, description=description)
+    keys = [c[0] for c in MODEL_CHOICES]
+    inputs.enum("model", keys, default=keys[0], label="Model", view=model_view)
+    model = ctx.params.get("model") or keys[0]
+    if model == "open-clip":
+        inputs.str("clip_arch", label="open_clip architecture", default="ViT-B-32")
+        inputs.str(
+            "clip_pretrained",
+            label="Pretrained weights",
+            description=(
+                "An open_clip pretrained tag (needs the model hub) or a local checkpoint path "
+                "(works offline)"
+            ),
+            required=False,
+        )
+    elif model == "zoo":
+        inputs.str(
+            "zoo_name",
+            label="FiftyOne zoo model",
+            default="clip-vit-base32-torch",
+            required=False,
+            description="Any zoo model that exposes embeddings (needs its weights)",
+        )
+    inputs.str(
+        "embeddings_field",
+        label="Store embeddings in",
+        default=_default_embeddings_field(ctx.params),
+    )
+
+
+def _default_embeddings_field(params):
+    model = params.get("model") or "efficientnet-lite0"
+    return model.replace("-", "_").replace(".", "_") + "_embeddings"
+
+
+def _score_field_input(ctx, inputs):
+    view = ctx.target_view()
+    prop = inputs.str(
+        "score_field",
+        label="Score field",
+        default=_DEFAULTS["score_field"],
+        required=False,
+        description="Float field that receives the scores",
+    )
+    score_field = ctx.params.get("score_field") or _DEFAULTS["score_field"]
+    exists = view._dataset.has_sample_field(score_field)
+    has_run = view._dataset.has_run(score_field)
+    if exists or has_run:
+        inputs.bool(
+            "overwrite",
+            label=f"Overwrite '{score_field}'",
+            description="The field or a run with this key exists; overwrite its values",
+            default=False,
+        )
+        if not ctx.params.get("overwrite", False):
+            prop.invalid = True
+            prop.error_message = f"'{score_field}' exists: tick overwrite or choose another name"
+
+
+def _size_inputs(ctx, inputs, n):
+    mode_view = types.RadioGroup(orientation="horizontal")
+    mode_view.add_choice("fraction", label="Fraction")
+    mode_view.add_choice("size", label="Count")
+    mode_view.add_choice("threshold", label="Score threshold")
+    inputs.enum("size_mode", _SIZE_MODES, default="fraction", label="Keep by", view=mode_view)
+    mode = ctx.params.get("size_mode") or "fraction"
+    if mode == "size":
+        inputs.int(
+            "size", label="Number of samples to keep", default=max(1, n // 10), min=0, max=max(n, 0)
+        )
+    elif mode == "fraction":
+        inputs.float(
+            "fraction",
+            label="Fraction",
+            default=0.1,
+            min=0.0,
+            max=1.0,
+            required=False,
+            view=types.SliderView(
+                componentsProps={"slider": {"min": 0.0, "max": 1.0, "step": 0.01}}
+            ),
+        )
+    else:
+        inputs.float("threshold", label="Keep scores >=", default=0.5)
+
+
+def _size_kwargs(params):
+    mode = params.get("size_mode")
+    if mode is None:
+        given = [m for m in _SIZE_MODES if params.get(m) is not None]
+        mode = given[0] if len(given) == 1 else "fraction"
+    if mode == "size":
+        return {"size": params.get("size", 0)}
+    if mode == "threshold":
+        return {"threshold": params.get("threshold", 0.5)}
+    return {"fraction": params.get("fraction", 0.1)}
+
+
+def register(p):
+    p.register(ComputeZcore)
+    p.register(SelectCoreset)

@@ -1,0 +1,407 @@
+"""FiftyOne layer: read embeddings from a collection, write scores, record runs, select coresets.
+
+Phase order of :func:`compute_zcore` (nothing is written until the scores exist):
+validate options and keys -> read embeddings -> score -> write the field -> record the run.
+"""
+
+import time
+
+import fiftyone as fo
+import numpy as np
+from fiftyone import ViewField as F
+
+from .core.scoring import default_n_samples, zcore_scores
+from .core.selection import resolve_size
+from .core.validation import check_embeddings, check_int, check_seed
+
+DEFAULT_SCORE_FIELD = "zcore_score"
+RUN_METHOD = "zcore"
+_SEED_BITS = 62
+
+
+def compute_zcore(
+    samples,
+    *,
+    embeddings=None,
+    model=None,
+    score_field=DEFAULT_SCORE_FIELD,
+    run_key=None,
+    overwrite=False,
+    n_samples=None,
+    sample_dim=2,
+    redund_nn=1000,
+    redund_exp=4,
+    rand_init=True,
+    seed=None,
+    use_multiprocessing=False,
+    num_workers=None,
+    batch_size=32,
+    progress=None,
+):
+    """Compute ZCore scores for a FiftyOne collection and store them in a sample field.
+
+    Samples without an embedding get ``None`` and are never selected. The run is recorded on the
+    dataset as a custom run (``samples.list_runs()``, ``samples.get_run_info(run_key)``,
+    ``samples.load_run_results(run_key)``, ``samples.delete_run(run_key)``) with its parameters,
+    the seed actually used, and how many samples were scored.
+
+    Parameters
+    ----------
+    samples : fiftyone.core.collections.SampleCollection
+        The dataset or view to score. Scores are relative to this collection only.
+    embeddings : str, list of str, or array-like of shape (N, D), default=None
+        A vector field name, several field names (concatenated along the features, e.g. one per
+        model), or a precomputed matrix with one row per sample of ``samples`` in order. When a
+        ``model`` is given, a field name here is where its embeddings are stored.
+    model : fiftyone.core.models.Model, default=None
+        A model with embeddings (see :mod:`zcore.models`) used to compute the embeddings first.
+    score_field : str, default="zcore_score"
+        Float field that receives the scores (higher = keep).
+    run_key : str, default=None
+        Key under which the run is recorded; defaults to ``score_field``.
+    overwrite : bool, default=False
+        Allow replacing an existing run with this key, or an existing ``score_field``.
+    n_samples, sample_dim, redund_nn, redund_exp, rand_init, use_multiprocessing, num_workers
+        See :func:`zcore.zcore_scores`.
+    seed : int or None, default=None
+        Seed of all randomness. ``None`` draws a fresh seed, which is recorded in the run so the
+        scores can be reproduced.
+    batch_size : int, default=32
+        Batch size when embedding with ``model``.
+    progress : bool or callable, default=None
+        ``True`` for tqdm bars, or ``progress(fraction, label)`` called as work advances.
+
+    Returns
+    -------
+    fiftyone.core.runs.RunResults
+        With ``num_scored``, ``num_missing``, ``score_field``, ``seed`` and timings.
+
+    Raises
+    ------
+    ValueError
+        Bad options, an existing run or field without ``overwrite=True``, missing or invalid
+        embeddings. Nothing is written to the dataset in that case.
+    """
+    t0 = time.perf_counter()
+    score_field = _check_field_name(score_field, "score_field")
+    run_key = score_field if run_key is None else run_key
+    _check_run_key(samples, run_key, overwrite)
+    _check_score_field(samples, score_field, run_key, overwrite)
+    seed = _resolve_seed(seed)
+    if model is None and embeddings is None:
+        raise ValueError(
+            "pass embeddings (a vector field name, a list of them, or an array) or a model that "
+            "computes them"
+        )
+
+    timings = {}
+    if model is not None:
+        embeddings = _embed_with_model(samples, model, embeddings, batch_size, progress)
+        timings["embed_s"] = time.perf_counter() - t0
+
+    t1 = time.perf_counter()
+    ids, X, fields = _load_embeddings(samples, embeddings)
+    timings["read_s"] = time.perf_counter() - t1
+    n_present = len(X)
+    all_ids = ids if fields is None else samples.values("id")
+    if n_present < 3:
+        raise ValueError(
+            f"only {n_present} sample(s) of {len(all_ids)} have embeddings; ZCore needs at least 3"
+        )
+
+    params = {
+        "n_samples": default_n_samples(n_present) if n_samples is None else n_samples,
+        "sample_dim": sample_dim,
+        "redund_nn": redund_nn,
+        "redund_exp": redund_exp,
+        "rand_init": rand_init,
+    }
+    t2 = time.perf_counter()
+    scores = zcore_scores(
+        X,
+        seed=seed,
+        use_multiprocessing=use_multiprocessing,
+        num_workers=num_workers,
+        progress=_score_progress(progress),
+        **params,
+    )
+    timings["score_s"] = time.perf_counter() - t2
+
+    t3 = time.perf_counter()
+    values = dict.fromkeys(all_ids)
+    values.update(zip(ids, scores.tolist()))
+    dataset = samples._dataset
+    if dataset.has_sample_field(score_field):
+        # an existing field may be replaced only with overwrite=True (checked above)
+        samples.set_values(score_field, values, key_field="id")
+    else:
+        dataset.add_sample_field(
+            score_field, fo.FloatField, description="ZCore score in [0, 1]; higher = keep"
+        )
+        samples.set_values(score_field, values, key_field="id")
+    timings["write_s"] = time.perf_counter() - t3
+
+    config = samples.init_run(
+        method=RUN_METHOD,
+        score_field=score_field,
+        embeddings=fields if fields is not None else "<array>",
+        seed=seed,
+        **params,
+    )
+    samples.register_run(run_key, config, overwrite=overwrite)
+    timings["total_s"] = time.perf_counter() - t0
+    results = samples.init_run_results(
+        run_key,
+        score_field=score_field,
+        num_scored=n_present,
+        num_missing=len(all_ids) - n_present,
+        seed=seed,
+        timings=timings,
+    )
+    samples.save_run_results(run_key, results, overwrite=True)
+    return results
+
+
+def select_coreset(
+    sample_collection,
+    *,
+    scores=None,
+    score_field=DEFAULT_SCORE_FIELD,
+    size=None,
+    fraction=None,
+    threshold=None,
+):
+    """A view of the highest-scoring samples, best first.
+
+    Exactly one of ``size``, ``fraction`` or ``threshold``. Samples without a score are never
+    selected, and ``fraction`` is a fraction of the scored samples.
+
+    Parameters
+    ----------
+    sample_collection : fiftyone.core.collections.SampleCollection
+    scores : array-like of shape (N,), default=None
+        Scores aligned with ``sample_collection`` (its iteration order). If ``None``, the values of
+        ``score_field`` are used.
+    score_field : str, default="zcore_score"
+    size : int, default=None
+        Number of samples to keep (all scored samples if fewer).
+    fraction : float in (0, 1], default=None
+        Fraction of the scored samples to keep.
+    threshold : float, default=None
+        Keep samples with ``score >= threshold``.
+
+    Returns
+    -------
+    fiftyone.core.view.DatasetView
+        When reading ``score_field``, the view is defined by the field (match, sort, limit), so
+        it follows later re-scoring; tag the samples to freeze a selection. With ``scores``, the
+        view selects the chosen sample ids.
+    """
+    if scores is None:
+        field = _check_existing_score_field(sample_collection, score_field)
+        values = np.array(
+            [np.nan if v is None else v for v in sample_collection.values(field)], dtype=np.float64
+        )
+        n_keep = resolve_size(values, size=size, fraction=fraction, threshold=threshold)
+        scored = sample_collection.exists(field)
+        if threshold is not None:
+            scored = scored.match(F(field) >= float(threshold))
+        return scored.sort_by([(field, -1), ("_id", 1)]).limit(n_keep)
+
+    from .core.selection import select_top_indices
+
+    ids = sample_collection.values("id")
+    scores = np.asarray([np.nan if v is None else v for v in scores], dtype=np.float64)
+    if scores.shape != (len(ids),):
+        raise ValueError(
+            f"scores has shape {scores.shape}; expected ({len(ids)},), one per sample of the "
+            "collection in order"
+        )
+    idx = select_top_indices(scores, size=size, fraction=fraction, threshold=threshold)
+    return sample_collection.select([ids[i] for i in idx], ordered=True)
+
+
+def save_coreset(sample_collection, view, *, view_name=None, tag=None, overwrite=False):
+    """Save a coreset view under ``view_name`` and/or tag its samples with ``tag``.
+
+    Returns the number of samples in the view.
+    """
+    dataset = sample_collection._dataset
+    if view_name:
+        if dataset.has_saved_view(view_name) and not overwrite:
+            raise ValueError(
+                f"a saved view named {view_name!r} exists; choose another name or pass "
+                "overwrite=True"
+            )
+    count = view.count()
+    if view_name:
+        dataset.save_view(view_name, view, overwrite=overwrite)
+    if tag:
+        view.tag_samples(tag)
+    return count
+
+
+def list_zcore_runs(samples):
+    """Run keys of the ZCore runs recorded on the collection's dataset."""
+    out = []
+    for key in samples.list_runs():
+        try:
+            cfg = samples.get_run_info(key).config
+        except Exception:  # a run of another kind that cannot be loaded here
+            continue
+        if getattr(cfg, "method", None) == RUN_METHOD:
+            out.append(key)
+    return out
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def _check_field_name(name, what):
+    if not isinstance(name, str) or not name or name.startswith("_") or "." in name:
+        raise ValueError(
+            f"{what} must be a top-level field name such as 'zcore_score' (no dots, not starting "
+            f"with '_'); got {name!r}"
+        )
+    return name
+
+
+def _check_run_key(samples, run_key, overwrite):
+    if not isinstance(run_key, str) or not run_key.isidentifier():
+        raise ValueError(
+            f"run_key must be a valid Python identifier (letters, digits, underscores); "
+            f"got {run_key!r}"
+        )
+    if samples.has_run(run_key) and not overwrite:
+        raise ValueError(
+            f"a run with key {run_key!r} already exists on dataset {samples._dataset.name!r}; "
+            "pass overwrite=True to replace it, or choose another run_key/score_field"
+        )
+
+
+def _check_score_field(samples, score_field, run_key, overwrite):
+    dataset = samples._dataset
+    if not dataset.has_sample_field(score_field):
+        return
+    field = dataset.get_field(score_field)
+    if not isinstance(field, fo.FloatField):
+        raise ValueError(
+            f"field {score_field!r} exists with type {type(field).__name__}; choose another "
+            "score_field"
+        )
+    if not overwrite:
+        raise ValueError(
+            f"field {score_field!r} already exists; pass overwrite=True to replace its values, "
+            "or choose another score_field"
+        )
+
+
+def _check_existing_score_field(samples, field):
+    schema = samples.get_field_schema(flat=True)
+    if field not in schema:
+        floats = sorted(k for k, v in schema.items() if isinstance(v, (fo.FloatField, fo.IntField)))
+        raise ValueError(
+            f"score field {field!r} not found; run compute_zcore first or choose one of {floats}"
+        )
+    if not isinstance(schema[field], (fo.FloatField, fo.IntField)):
+        raise ValueError(f"field {field!r} is not numeric ({type(schema[field]).__name__})")
+    return field
+
+
+def _resolve_seed(seed):
+    if seed is None:
+        return int(np.random.default_rng().integers(2**_SEED_BITS))
+    if isinstance(seed, np.random.Generator):
+        raise ValueError(
+            "compute_zcore records its seed with the run: pass an int (or None for a fresh one), "
+            "not a numpy Generator"
+        )
+    check_seed(seed)
+    return check_int(seed, "seed", min_value=0)
+
+
+def _embed_with_model(samples, model, field, batch_size, progress):
+    from .models import compute_embeddings
+
+    if field is None:
+        raise ValueError("with a model, pass embeddings=<field name> to store its embeddings in")
+    if not isinstance(field, str):
+        raise ValueError(
+            f"with a model, embeddings must be a field name; got {type(field).__name__}"
+        )
+    _check_field_name(field, "embeddings")
+    compute_embeddings(
+        samples,
+        model,
+        embeddings_field=field,
+        batch_size=batch_size,
+        progress=_embed_progress(progress),
+    )
+    return field
+
+
+def _load_embeddings(samples, embeddings):
+    """``(ids, X, fields)``: ids of samples that have embeddings, their float32 matrix, the fields.
+
+    ``fields`` is ``None`` when ``embeddings`` is an array (then every sample must have a row).
+    """
+    if isinstance(embeddings, str) or (
+        isinstance(embeddings, (list, tuple))
+        and embeddings
+        and all(isinstance(e, str) for e in embeddings)
+    ):
+        fields = [embeddings] if isinstance(embeddings, str) else list(embeddings)
+        schema = samples.get_field_schema(flat=True)
+        for f in fields:
+            if f not in schema:
+                vectors = sorted(
+                    k
+                    for k, v in schema.items()
+                    if isinstance(v, (fo.VectorField, fo.ArrayField, fo.ListField))
+                )
+                raise ValueError(
+                    f"embeddings field {f!r} not found on the collection; vector fields: {vectors}"
+                )
+        ids = samples.values("id")
+        columns = [samples.values(f) for f in fields]
+        keep = [i for i in range(len(ids)) if all(col[i] is not None for col in columns)]
+        parts = []
+        for f, col in zip(fields, columns):
+            rows = [col[i] for i in keep]
+            lengths = {np.size(r) for r in rows}
+            if len(lengths) > 1:
+                raise ValueError(
+                    f"embeddings field {f!r} holds vectors of different lengths "
+                    f"{sorted(lengths)[:5]}; recompute them with one model"
+                )
+            parts.append(
+                np.asarray(rows, dtype=np.float32).reshape(len(rows), -1)
+                if rows
+                else np.empty((0, 1), np.float32)
+            )
+        kept_ids = [ids[i] for i in keep]
+        X = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+        if len(kept_ids) >= 3:
+            X = check_embeddings(X, input_name=f"embeddings field(s) {fields}")
+        return kept_ids, X, fields
+
+    ids = samples.values("id")
+    X = check_embeddings(embeddings)
+    if len(X) != len(ids):
+        raise ValueError(
+            f"embeddings has {len(X)} rows but the collection has {len(ids)} samples; pass one "
+            "row per sample, in the collection's order"
+        )
+    return ids, X, None
+
+
+def _score_progress(progress):
+    if progress is None or progress is False or progress is True:
+        return bool(progress)
+    return lambda done, total: progress(done / total, f"scoring {done:,}/{total:,} points")
+
+
+def _embed_progress(progress):
+    if progress is None or progress is False or progress is True:
+        return bool(progress)
+    return lambda done, total: progress(done / max(total, 1), f"embedding {done:,}/{total:,}")
