@@ -88,6 +88,15 @@ class ComputeZcore(foo.Operator):
             required=False,
             min=0,
         )
+        inputs.bool(
+            "component_fields",
+            label="Also store the score's components",
+            description=(
+                "Write <score field>_coverage (times the sample was the nearest to a sampling "
+                "point) and <score field>_redundancy (its total redundancy penalty)"
+            ),
+            default=False,
+        )
         inputs.int(
             "num_workers",
             label="Worker processes",
@@ -157,6 +166,7 @@ class ComputeZcore(foo.Operator):
             redund_exp=p.get("redund_exp", _DEFAULTS["redund_exp"]),
             rand_init=p.get("rand_init", _DEFAULTS["rand_init"]),
             seed=p.get("seed", None),
+            component_fields=bool(p.get("component_fields", False)),
             use_multiprocessing=use_mp,
             num_workers=num_workers if use_mp else None,
             batch_size=p.get("batch_size", _DEFAULTS["batch_size"]),
@@ -348,16 +358,27 @@ def _sdk_ctx(sample_collection):
 def _vector_fields(view):
     import fiftyone as fo
 
-    schema = view.get_field_schema(flat=True)
-    return sorted(
-        name
-        for name, field in schema.items()
-        if isinstance(field, (fo.VectorField, fo.ArrayField))
-        or (
+    def is_vector(field):
+        return isinstance(field, (fo.VectorField, fo.ArrayField)) or (
             isinstance(field, fo.ListField)
             and isinstance(field.field, (fo.FloatField, fo.IntField))
         )
-    )
+
+    schema = view.get_field_schema(flat=True)
+    names = [name for name, field in schema.items() if is_vector(field)]
+    if view._has_frame_fields():  # frame-level embeddings: every frame is scored
+        frame_schema = view.get_frame_field_schema(flat=True)
+        names += ["frames." + name for name, field in frame_schema.items() if is_vector(field)]
+    if getattr(view, "_is_patches", False):
+        # embeddings stored as label attributes are often undeclared; arrays show up untyped
+        prefix = view.patches_field + "."
+        dynamic = view.get_dynamic_field_schema() or {}
+        names += [
+            name
+            for name, field in dynamic.items()
+            if name.startswith(prefix) and (field is None or is_vector(field))
+        ]
+    return sorted(set(names))
 
 
 def _score_fields(view):
@@ -463,8 +484,12 @@ def _score_field_input(ctx, inputs):
         description="Float field that receives the scores",
     )
     score_field = ctx.params.get("score_field") or _DEFAULTS["score_field"]
-    exists = view._dataset.has_sample_field(score_field)
-    has_run = view._dataset.has_run(score_field)
+    # the score lands on patches or frames for such views (see zcore.collection)
+    embeddings = (
+        ctx.params.get("embeddings") if ctx.params.get("embeddings_source") != "model" else None
+    )
+    exists = zc._Level(view, embeddings).get_field(score_field) is not None
+    has_run = view._root_dataset.has_run(score_field)
     if exists or has_run:
         inputs.bool(
             "overwrite",

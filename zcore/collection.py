@@ -1,7 +1,17 @@
 """FiftyOne layer: read embeddings from a collection, write scores, record runs, select coresets.
 
 Phase order of :func:`compute_zcore` (nothing is written until the scores exist):
-validate options and keys -> read embeddings -> score -> write the field -> record the run.
+validate options and keys -> read embeddings -> score -> write the field(s) -> record the run.
+
+Levels: a collection is scored where its embeddings live.
+
+- samples (images, a view, the active slice of a grouped dataset, a ``to_frames()`` view): the score
+  is a sample field (on a frames view it lands on the source video's frames);
+- object patches (a ``to_patches(field)`` view): embeddings are an attribute of the labels
+  (``"<field>.<attr>"``, or just ``"<attr>"``) and the score is written on each label
+  (``<field>.<score_field>`` in the view, e.g. ``detections.detections.zcore_score`` on the dataset);
+- video frames (a video collection with frame-level embeddings ``"frames.<attr>"``): every frame
+  is scored and the score is written to ``frames.<score_field>``.
 """
 
 import time
@@ -10,13 +20,18 @@ import fiftyone as fo
 import numpy as np
 from fiftyone import ViewField as F
 
-from .core.scoring import default_n_samples, zcore_scores
+from .core.scoring import _score_components, combine_components, default_n_samples, zcore_scores
 from .core.selection import resolve_size
 from .core.validation import check_embeddings, check_int, check_seed
 
 DEFAULT_SCORE_FIELD = "zcore_score"
 RUN_METHOD = "zcore"
 _SEED_BITS = 62
+_DESCRIPTIONS = {
+    "": "ZCore score in [0, 1]; higher = keep",
+    "_coverage": "ZCore coverage: sampling points this sample was the nearest to",
+    "_redundancy": "ZCore redundancy: total penalty for crowding other covering samples",
+}
 
 
 def compute_zcore(
@@ -37,6 +52,7 @@ def compute_zcore(
     num_workers=None,
     batch_size=32,
     progress=None,
+    component_fields=False,
 ):
     """Compute ZCore scores for a FiftyOne collection and store them in a sample field.
 
@@ -70,6 +86,15 @@ def compute_zcore(
         Batch size when embedding with ``model``.
     progress : bool or callable, default=None
         ``True`` for tqdm bars, or ``progress(fraction, label)`` called as work advances.
+    component_fields : bool, default=False
+        Also write what each score is made of: ``<score_field>_coverage`` (int, how many sampling
+        points the sample was the nearest to) and ``<score_field>_redundancy`` (float, its total
+        redundancy penalty). Without the random initial draw, score = normalised
+        ``coverage - redundancy``.
+
+    The score is written at the level of the collection (see the module docstring): samples,
+    object patches of a ``to_patches()`` view, or video frames for ``"frames.<field>"``
+    embeddings. On a grouped dataset, the active slice is scored.
 
     Returns
     -------
@@ -86,13 +111,19 @@ def compute_zcore(
     score_field = _check_field_name(score_field, "score_field")
     run_key = score_field if run_key is None else run_key
     _check_run_key(samples, run_key, overwrite)
-    _check_score_field(samples, score_field, run_key, overwrite)
     seed = _resolve_seed(seed)
     if model is None and embeddings is None:
         raise ValueError(
             "pass embeddings (a vector field name, a list of them, or an array) or a model that "
             "computes them"
         )
+    level = _Level(samples, embeddings if model is None else None)
+    out_fields = {score_field: fo.FloatField}
+    if component_fields:
+        out_fields[score_field + "_coverage"] = fo.IntField
+        out_fields[score_field + "_redundancy"] = fo.FloatField
+    for name, ftype in out_fields.items():
+        _check_score_field(level, name, overwrite, ftype)
 
     timings = {}
     if model is not None:
@@ -100,10 +131,10 @@ def compute_zcore(
         timings["embed_s"] = time.perf_counter() - t0
 
     t1 = time.perf_counter()
-    ids, X, fields = _load_embeddings(samples, embeddings)
+    ids, X, fields = _load_embeddings(level, embeddings)
     timings["read_s"] = time.perf_counter() - t1
     n_present = len(X)
-    all_ids = ids if fields is None else samples.values("id")
+    all_ids = ids if fields is None else level.ids()
     if n_present < 3:
         raise ValueError(
             f"only {n_present} sample(s) of {len(all_ids)} have embeddings; ZCore needs at least 3"
@@ -117,28 +148,37 @@ def compute_zcore(
         "rand_init": rand_init,
     }
     t2 = time.perf_counter()
-    scores = zcore_scores(
-        X,
-        seed=seed,
-        use_multiprocessing=use_multiprocessing,
-        num_workers=num_workers,
-        progress=_score_progress(progress),
-        **params,
-    )
+    columns = {}
+    if component_fields:
+        coverage, penalty, init, shift = _score_components(
+            X,
+            seed=seed,
+            use_multiprocessing=use_multiprocessing,
+            num_workers=num_workers,
+            progress=_score_progress(progress),
+            **{k: v for k, v in params.items() if k != "rand_init"},
+        )
+        scores = combine_components(coverage, penalty, init, shift, rand_init=rand_init)
+        columns[score_field + "_coverage"] = coverage.tolist()
+        columns[score_field + "_redundancy"] = np.ldexp(penalty.astype(np.float64), -shift).tolist()
+    else:
+        scores = zcore_scores(
+            X,
+            seed=seed,
+            use_multiprocessing=use_multiprocessing,
+            num_workers=num_workers,
+            progress=_score_progress(progress),
+            **params,
+        )
+    columns = {score_field: scores.tolist(), **columns}
     timings["score_s"] = time.perf_counter() - t2
 
     t3 = time.perf_counter()
-    values = dict.fromkeys(all_ids)
-    values.update(zip(ids, scores.tolist()))
-    dataset = samples._dataset
-    if dataset.has_sample_field(score_field):
+    for name, column in columns.items():
+        values = dict.fromkeys(all_ids)
+        values.update(zip(ids, column))
         # an existing field may be replaced only with overwrite=True (checked above)
-        samples.set_values(score_field, values, key_field="id")
-    else:
-        dataset.add_sample_field(
-            score_field, fo.FloatField, description="ZCore score in [0, 1]; higher = keep"
-        )
-        samples.set_values(score_field, values, key_field="id")
+        level.write(name, values, out_fields[name], _DESCRIPTIONS.get(name[len(score_field) :]))
     timings["write_s"] = time.perf_counter() - t3
 
     config = samples.init_run(
@@ -146,6 +186,9 @@ def compute_zcore(
         score_field=score_field,
         embeddings=fields if fields is not None else "<array>",
         seed=seed,
+        level=level.kind,
+        score_path=level.path(score_field),
+        component_fields=bool(component_fields),
         **params,
     )
     samples.register_run(run_key, config, overwrite=overwrite)
@@ -197,8 +240,12 @@ def select_coreset(
         it follows later re-scoring; tag the samples to freeze a selection. With ``scores``, the
         view selects the chosen sample ids.
     """
+    if scores is None and _is_frame_path(sample_collection, score_field):
+        return _select_frames(sample_collection, score_field, size, fraction, threshold)
     if scores is None:
-        field = _check_existing_score_field(sample_collection, score_field)
+        field = _check_existing_score_field(
+            sample_collection, _Level(sample_collection).resolve(score_field)
+        )
         values = np.array(
             [np.nan if v is None else v for v in sample_collection.values(field)], dtype=np.float64
         )
@@ -226,7 +273,7 @@ def save_coreset(sample_collection, view, *, view_name=None, tag=None, overwrite
 
     Returns the number of samples in the view.
     """
-    dataset = sample_collection._dataset
+    dataset = sample_collection._root_dataset
     if view_name:
         if dataset.has_saved_view(view_name) and not overwrite:
             raise ValueError(
@@ -254,6 +301,132 @@ def list_zcore_runs(samples):
     return out
 
 
+def score_field_path(samples, score_field):
+    """Where ``score_field`` lives in ``samples``: ``<patches_field>.<name>`` on a patches view
+    (when that exists), else ``score_field`` itself."""
+    return _Level(samples).resolve(score_field)
+
+
+# --- levels: samples, object patches, video frames ---------------------------------------------
+
+
+class _Level:
+    """Reads and writes one value per scored unit: a sample, an object patch or a video frame."""
+
+    def __init__(self, samples, embeddings=None):
+        self.samples = samples
+        self.patches_field = (
+            samples.patches_field if getattr(samples, "_is_patches", False) else None
+        )
+        names = _field_names(embeddings)
+        frame_names = [n for n in names if n.startswith("frames.")]
+        if frame_names and samples._has_frame_fields():
+            if len(frame_names) != len(names):
+                raise ValueError(
+                    f"embeddings {names} mix frame-level ('frames.') and sample-level fields; "
+                    "score frames or samples, not both"
+                )
+            self.kind = "frames"
+        else:
+            self.kind = "patches" if self.patches_field else "samples"
+
+    def path(self, name):
+        """Path of an output field ``name`` in this collection."""
+        if self.kind == "patches":
+            return f"{self.patches_field}.{name}"
+        if self.kind == "frames":
+            return f"frames.{name}"
+        return name
+
+    def resolve(self, field):
+        """A field given by the user: on a patches view, ``attr`` means ``<patches_field>.attr``
+        unless ``attr`` is a field of the patches themselves."""
+        if self.kind != "patches" or field.startswith(self.patches_field + "."):
+            return field
+        if self.samples.get_field(field) is not None:
+            return field
+        return f"{self.patches_field}.{field}"
+
+    def ids(self):
+        if self.kind == "frames":
+            return [i for frames in self.samples.values("frames.id") for i in frames]
+        return self.samples.values("id")
+
+    def read(self, field):
+        if self.kind == "frames":
+            return [v for frames in self.samples.values(field) for v in frames]
+        return self.samples.values(field)
+
+    def _root_path(self, name):
+        root = self.samples._root_dataset
+        if self.kind == "patches":
+            return root._get_label_field_path(self.patches_field, name)[1]
+        return self.path(name)
+
+    def get_field(self, name):
+        """The existing output field ``name`` (on the dataset), or ``None``."""
+        if self.kind == "patches":
+            return self.samples._root_dataset.get_field(self._root_path(name))
+        return self.samples._dataset.get_field(self.path(name))
+
+    def write(self, name, values, ftype, description):
+        """Writes ``values`` (a dict id -> value) into the output field ``name``."""
+        samples, root = self.samples, self.samples._root_dataset
+        missing = self.get_field(name) is None
+        if self.kind == "patches":
+            path = self.path(name)
+            if missing:
+                root.add_sample_field(self._root_path(name), ftype, description=description)
+            if samples._dataset.get_field(path) is None:
+                samples._dataset.add_sample_field(path, ftype, description=description)
+            samples.set_values(path, values, key_field="id")
+        elif self.kind == "frames":
+            if missing:
+                samples._dataset.add_frame_field(name, ftype, description=description)
+            nested = [[values[i] for i in frames] for frames in samples.values("frames.id")]
+            samples.set_values(self.path(name), nested)
+        elif getattr(samples, "_is_frames", False):
+            # a to_frames() view: set_values declares the field on the source frames too
+            samples.set_values(name, values, key_field="id")
+        else:
+            if missing:
+                samples._dataset.add_sample_field(name, ftype, description=description)
+            samples.set_values(name, values, key_field="id")
+
+
+def _field_names(embeddings):
+    if isinstance(embeddings, str):
+        return [embeddings]
+    if (
+        isinstance(embeddings, (list, tuple))
+        and embeddings
+        and all(isinstance(e, str) for e in embeddings)
+    ):
+        return list(embeddings)
+    return []
+
+
+def _is_frame_path(samples, field):
+    return isinstance(field, str) and field.startswith("frames.") and samples._has_frame_fields()
+
+
+def _select_frames(samples, field, size, fraction, threshold):
+    """A view of ``samples`` that keeps only the top frames by the frame field ``field``."""
+    from bson import ObjectId
+
+    level = _Level(samples, field)
+    name = field[len("frames.") :]
+    if level.get_field(name) is None:
+        raise ValueError(f"frame field {field!r} not found; run compute_zcore first")
+    ids = level.ids()
+    values = np.array([np.nan if v is None else v for v in level.read(field)], dtype=np.float64)
+    n_keep = resolve_size(values, size=size, fraction=fraction, threshold=threshold)
+    scored = [i for i in range(len(ids)) if not np.isnan(values[i])]
+    scored.sort(key=lambda i: (-values[i], ids[i]))
+    keep = [ObjectId(ids[i]) for i in scored[:n_keep]]
+    return samples.match_frames(F("_id").is_in(keep))
+
+
 # --- helpers -------------------------------------------------------------------------------------
 
 
@@ -279,12 +452,11 @@ def _check_run_key(samples, run_key, overwrite):
         )
 
 
-def _check_score_field(samples, score_field, run_key, overwrite):
-    dataset = samples._dataset
-    if not dataset.has_sample_field(score_field):
+def _check_score_field(level, score_field, overwrite, ftype=fo.FloatField):
+    field = level.get_field(score_field)
+    if field is None:
         return
-    field = dataset.get_field(score_field)
-    if not isinstance(field, fo.FloatField):
+    if not isinstance(field, ftype):
         raise ValueError(
             f"field {score_field!r} exists with type {type(field).__name__}; choose another "
             "score_field"
@@ -340,20 +512,24 @@ def _embed_with_model(samples, model, field, batch_size, progress):
     return field
 
 
-def _load_embeddings(samples, embeddings):
-    """``(ids, X, fields)``: ids of samples that have embeddings, their float32 matrix, the fields.
+def _load_embeddings(level, embeddings):
+    """``(ids, X, fields)``: ids of units (samples, patches or frames) that have embeddings, their
+    float32 matrix, the fields.
 
-    ``fields`` is ``None`` when ``embeddings`` is an array (then every sample must have a row).
+    ``fields`` is ``None`` when ``embeddings`` is an array (then every unit must have a row).
     """
-    if isinstance(embeddings, str) or (
-        isinstance(embeddings, (list, tuple))
-        and embeddings
-        and all(isinstance(e, str) for e in embeddings)
-    ):
-        fields = [embeddings] if isinstance(embeddings, str) else list(embeddings)
+    samples = level.samples
+    if _field_names(embeddings):
+        fields = [level.resolve(f) for f in _field_names(embeddings)]
         schema = samples.get_field_schema(flat=True)
+        if level.kind == "frames":
+            frame_schema = samples.get_frame_field_schema(flat=True)
+            schema = {**schema, **{"frames." + k: v for k, v in frame_schema.items()}}
+        columns = []
         for f in fields:
-            if f not in schema:
+            # label attributes of patches may be undeclared (dynamic): then read them anyway
+            col = [_as_vector(v) for v in level.read(f)] if f in schema or "." in f else None
+            if col is None or (f not in schema and all(v is None for v in col)):
                 vectors = sorted(
                     k
                     for k, v in schema.items()
@@ -362,8 +538,8 @@ def _load_embeddings(samples, embeddings):
                 raise ValueError(
                     f"embeddings field {f!r} not found on the collection; vector fields: {vectors}"
                 )
-        ids = samples.values("id")
-        columns = [samples.values(f) for f in fields]
+            columns.append(col)
+        ids = level.ids()
         keep = [i for i in range(len(ids)) if all(col[i] is not None for col in columns)]
         parts = []
         for f, col in zip(fields, columns):
@@ -385,14 +561,23 @@ def _load_embeddings(samples, embeddings):
             X = check_embeddings(X, input_name=f"embeddings field(s) {fields}")
         return kept_ids, X, fields
 
-    ids = samples.values("id")
+    ids = level.ids()
     X = check_embeddings(embeddings)
     if len(X) != len(ids):
         raise ValueError(
-            f"embeddings has {len(X)} rows but the collection has {len(ids)} samples; pass one "
-            "row per sample, in the collection's order"
+            f"embeddings has {len(X)} rows but the collection has {len(ids)} {level.kind}; pass "
+            "one row per sample, in the collection's order"
         )
     return ids, X, None
+
+
+def _as_vector(value):
+    # undeclared array attributes of labels come back serialized
+    if isinstance(value, bytes):
+        from fiftyone.core.utils import deserialize_numpy_array
+
+        return deserialize_numpy_array(value)
+    return value
 
 
 def _score_progress(progress):

@@ -113,6 +113,15 @@ def zcore_scores(
         num_workers=num_workers,
         progress=progress,
     )
+    return combine_components(coverage, penalty, init, shift, rand_init=rand_init)
+
+
+def combine_components(coverage, penalty, init, shift, *, rand_init=True):
+    """Scores in [0, 1] from the outputs of ``_score_components`` (what :func:`zcore_scores` does).
+
+    ``coverage`` counts the points each sample covered; ``penalty / 2**shift`` is its total
+    redundancy penalty; ``init`` is the U(0, 1) initial draw (added when ``rand_init``).
+    """
     raw = coverage.astype(np.float64) - np.ldexp(penalty.astype(np.float64), -shift)
     if rand_init:
         raw += init
