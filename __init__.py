@@ -9,6 +9,7 @@ import fiftyone.operators.types as types
 
 from .zcore import collection as zc
 from .zcore.core.scoring import default_n_samples
+from .zcore.panel import CoresetPanel, default_score_field, score_fields
 
 _DEFAULTS = {
     "score_field": zc.DEFAULT_SCORE_FIELD,
@@ -274,7 +275,7 @@ class SelectCoreset(foo.Operator):
                 ),
             )
             return types.Property(inputs)
-        default = zc.DEFAULT_SCORE_FIELD if zc.DEFAULT_SCORE_FIELD in fields else fields[0]
+        default = default_score_field(fields)  # zcore_score (or <patches>.zcore_score) first
         choices = types.DropdownView()
         for f in fields:
             choices.add_choice(f, label=f)
@@ -382,14 +383,8 @@ def _vector_fields(view):
 
 
 def _score_fields(view):
-    import fiftyone as fo
-
-    schema = view.get_field_schema(flat=False)
-    return sorted(
-        name
-        for name, field in schema.items()
-        if isinstance(field, fo.FloatField) and not name.startswith("_")
-    )
+    # top-level float fields, and the patches' float attributes on a patches view
+    return score_fields(view)
 
 
 def _embeddings_inputs(ctx, inputs):
@@ -544,3 +539,4 @@ def _size_kwargs(params):
 def register(p):
     p.register(ComputeZcore)
     p.register(SelectCoreset)
+    p.register(CoresetPanel)
