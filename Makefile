@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 REQS := requirements.txt requirements-dev.txt
 STAMP := $(VENV)/.installed-$(shell cat $(REQS) | sha1sum | cut -c1-12)
 
-.PHONY: install demo test test-all lint browser-deps benchmark-scoring
+.PHONY: install demo test test-all lint browser-deps data-deps benchmark-quality benchmark-scoring
 
 $(STAMP): $(REQS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,13 +29,22 @@ browser-deps:
 	test -d tests/browser/node_modules/playwright-core || \
 	  (cd tests/browser && npm install --no-audit --no-fund --silent)
 
+# Fashion-MNIST (Debian package) for the quality benchmark and its fast test.
+data-deps:
+	test -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz || \
+	  (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null)
+
+# Regenerates benchmarks/results/quality.{md,json,png} (see README).
+benchmark-quality: install data-deps
+	$(PY) benchmarks/quality.py
+
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
 # The default test run: unit + integration + App browser test (slow checks are opt-in: test-all).
-test: install browser-deps lint
+test: install browser-deps data-deps lint
 	$(PY) -m pytest
 
-test-all: install browser-deps
+test-all: install browser-deps data-deps
 	$(PY) -m pytest -m ""
