@@ -229,3 +229,25 @@ def test_workers_forked_from_a_non_main_thread():
             num_workers=2,
         ).result()
     np.testing.assert_array_equal(single, multi)
+
+
+def test_engines_give_identical_scores_through_the_public_api():
+    X = _data(90)
+    kw = {"n_samples": 500, "redund_nn": 15, "seed": 9}
+    ref = zcore_scores(X, engine="numpy", **kw)
+    np.testing.assert_array_equal(zcore_scores(X, engine="numba", **kw), ref)
+    np.testing.assert_array_equal(zcore_scores(X, engine="torch", device="cpu", **kw), ref)
+    np.testing.assert_array_equal(zcore_scores(X, **kw), ref)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"engine": "fast"}, "unknown engine"),
+        ({"engine": "numpy", "device": "cuda"}, "CPU only"),
+        ({"engine": "torch", "use_multiprocessing": True}, "torch engine runs in one process"),
+    ],
+)
+def test_bad_engine_options(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        zcore_scores(_data(), n_samples=10, **kwargs)

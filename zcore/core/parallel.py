@@ -1,9 +1,10 @@
 """Run an engine over the drawn points in worker processes that share memory.
 
-The embeddings, the draws and one pair of accumulators per worker live in
-``multiprocessing.shared_memory`` blocks created here; workers are forked, so they see those blocks
-without copying or pickling. Each worker processes a contiguous range of points into its own
-accumulators; the totals are integer sums, so they equal the one-process result bit for bit.
+Workers are forked: they read the parent's embeddings, draws and prepared engine (e.g. the
+compiled engine's per-matrix codes) in place, without a copy or pickling, since nothing writes to
+them. Each worker processes a contiguous range of points into its own pair of accumulators and a
+progress counter, which live in ``multiprocessing.shared_memory`` blocks created here; the totals
+are integer sums, so they equal the one-process result bit for bit.
 
 The shared blocks are closed and unlinked in a ``finally`` clause: after success, after a worker
 fails (its traceback is re-raised here as ``RuntimeError``) and after ``KeyboardInterrupt``.
@@ -41,11 +42,6 @@ class _SharedArrays:
         shm = shared_memory.SharedMemory(create=True, size=nbytes)
         self.blocks.append(shm)
         return np.ndarray(shape, dtype=dtype, buffer=shm.buf)
-
-    def copy_of(self, arr):
-        out = self.empty(arr.shape, arr.dtype)
-        out[...] = arr
-        return out
 
     @property
     def names(self):
@@ -99,7 +95,7 @@ def accumulate_parallel(
     accumulate : callable
         An engine with the signature of :func:`zcore.core.engine.accumulate_numpy`.
     X, dims, coords : ndarray
-        Embeddings and draws, copied once into shared memory.
+        Embeddings and draws, read in place by the forked workers (never copied).
     num_workers : int
     params : dict
         Keyword options forwarded to ``accumulate`` (``k``, ``exp``, ``shift``).
@@ -126,9 +122,6 @@ def accumulate_parallel(
     procs = []
     errors = ctx.Queue()
     try:
-        Xs = shared.copy_of(X)
-        dims_s = shared.copy_of(dims)
-        coords_s = shared.copy_of(coords)
         acc = shared.empty((num_workers, 2, n), np.int64)
         acc[...] = 0
         counters = shared.empty((num_workers, 1), np.int64)
@@ -142,9 +135,9 @@ def accumulate_parallel(
                 target=_worker,
                 args=(
                     accumulate,
-                    Xs,
-                    dims_s[lo:hi],
-                    coords_s[lo:hi],
+                    X,
+                    dims[lo:hi],
+                    coords[lo:hi],
                     acc[w, 0],
                     acc[w, 1],
                     counters[w],

@@ -3,7 +3,8 @@
 import numpy as np
 
 from .draws import draw_init, draw_points, embedding_stats
-from .engine import accumulate_numpy, fixed_point_shift
+from .engine import fixed_point_shift
+from .engines import get_engine, resolve_engine_name
 from .parallel import accumulate_parallel, default_num_workers
 from .progress import make_progress
 from .validation import check_embeddings, check_float, check_int, check_seed
@@ -31,6 +32,8 @@ def zcore_scores(
     use_multiprocessing=False,
     num_workers=None,
     progress=False,
+    engine="auto",
+    device=None,
 ):
     """Zero-shot coreset scores (ZCore) of every sample, from its embedding alone.
 
@@ -81,6 +84,12 @@ def zcore_scores(
     progress : bool or callable, default=False
         ``True`` shows a tqdm bar; a callable is called as ``progress(done, total)`` with the
         number of points scored so far.
+    engine : {"auto", "numpy", "numba", "torch"}, default="auto"
+        How the law is computed; every engine gives bit-identical scores. ``"auto"`` uses the
+        compiled ``"numba"`` engine when numba is installed, else ``"numpy"`` (the
+        straightforward reference), and ``"torch"`` only when a ``device`` is given.
+    device : str, default=None
+        Torch device for ``engine="torch"`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``...).
 
     Returns
     -------
@@ -112,6 +121,8 @@ def zcore_scores(
         use_multiprocessing=use_multiprocessing,
         num_workers=num_workers,
         progress=progress,
+        engine=engine,
+        device=device,
     )
     return combine_components(coverage, penalty, init, shift, rand_init=rand_init)
 
@@ -147,6 +158,8 @@ def _score_components(
     use_multiprocessing,
     num_workers,
     progress,
+    engine="auto",
+    device=None,
 ):
     """Validate, draw and accumulate; returns ``coverage, penalty, init, shift``."""
     X = check_embeddings(embeddings)
@@ -159,6 +172,13 @@ def _score_components(
     redund_exp = check_float(redund_exp, "redund_exp", min_value=0)
     num_workers = check_int(num_workers, "num_workers", min_value=1, allow_none=True)
     rng = check_seed(seed)
+    if use_multiprocessing and resolve_engine_name(engine, device=device) == "torch":
+        raise ValueError(
+            "use_multiprocessing works with the numpy and numba engines; the torch engine runs "
+            "in one process (forking after a GPU is initialised is unsafe)"
+        )
+
+    accumulate = get_engine(engine, device=device)
 
     stats = embedding_stats(X)
     n_valid = len(stats.valid_dims)
@@ -173,11 +193,15 @@ def _score_components(
     dims, coords = draw_points(rng, stats, n_samples, sample_dim)
     params = {"k": min(redund_nn, n - 2), "exp": redund_exp, "shift": fixed_point_shift(n_samples)}
 
+    prepare = getattr(accumulate, "prepare", None)
+    if prepare is not None:  # per-matrix set-up, built once (and shared by forked workers)
+        accumulate = prepare(X)
+
     with make_progress(progress, n_samples, desc="zcore") as report:
         if use_multiprocessing:
             workers = num_workers or default_num_workers()
             coverage, penalty = accumulate_parallel(
-                accumulate_numpy,
+                accumulate,
                 X,
                 dims,
                 coords,
@@ -188,5 +212,5 @@ def _score_components(
         else:
             coverage = np.zeros(n, dtype=np.int64)
             penalty = np.zeros(n, dtype=np.int64)
-            accumulate_numpy(X, dims, coords, coverage, penalty, progress=report, **params)
+            accumulate(X, dims, coords, coverage, penalty, progress=report, **params)
     return coverage, penalty, init, params["shift"]

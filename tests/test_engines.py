@@ -1,0 +1,393 @@
+"""Every scoring engine computes the same law: identical integers, scores equal to an oracle.
+
+The oracle below is written here from the law (the docstring of :mod:`zcore.core.engine`), point by
+point, with float64 penalties; it shares only the random draws with the package. The engines
+(numpy, numba in each of its modes, torch on the CPU, the parallel runner) must agree with each
+other on the coverage and fixed-point penalty integers exactly, and with the oracle on the final
+scores within 1e-9.
+"""
+
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from zcore.core.draws import draw_init, draw_points, embedding_stats
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# --------------------------------------------------------------------------------------------
+# the oracle
+
+
+def oracle_components(X, dims, coords, k, exp):
+    """Coverage counts and float64 penalties, straight from the law, one point at a time."""
+    Xd = np.asarray(X, dtype=np.float32).astype(np.float64)
+    n = Xd.shape[0]
+    coverage = np.zeros(n)
+    penalty = np.zeros(n)
+    for p in range(len(dims)):
+        cols = Xd[:, dims[p]]
+
+        def l1(ref, cols=cols):
+            total = np.abs(cols[:, 0] - ref[0])
+            for j in range(1, cols.shape[1]):
+                total = total + np.abs(cols[:, j] - ref[j])
+            return total
+
+        to_point = l1(coords[p])
+        c = min(range(n), key=lambda i: (to_point[i], i))
+        coverage[c] += 1
+        to_c = l1(cols[c])
+        neighbours = sorted((to_c[i], i) for i in range(n) if i != c)[:k]
+        if neighbours[0][0] == 0.0:
+            penalty[neighbours[0][1]] += 1.0
+        else:
+            inv = [1.0 / d**exp for d, _ in neighbours]
+            total = sum(inv)
+            for (_, i), w in zip(neighbours, inv):
+                penalty[i] += w / total
+    return coverage, penalty
+
+
+def normalise(raw):
+    lo, hi = raw.min(), raw.max()
+    return np.full(raw.shape, 0.5) if not hi > lo else (raw - lo) / (hi - lo)
+
+
+def engine_scores(coverage, penalty, shift, init):
+    return normalise(coverage - np.ldexp(penalty.astype(np.float64), -shift) + init)
+
+
+# --------------------------------------------------------------------------------------------
+# data
+
+
+def _gaussian(rng):
+    return rng.normal(size=(300, 8)).astype(np.float32)
+
+
+def _integer_ties(rng):
+    X = rng.integers(0, 4, size=(200, 6)).astype(np.float32)  # many equal distances
+    X[60:120] = X[:60]  # duplicate rows: distance 0 to their twin
+    X[:, 2] = 3.0  # a constant dimension, never sampled
+    return X
+
+
+def _duplicates(rng):
+    return np.repeat(rng.normal(size=(12, 5)).astype(np.float32), 10, axis=0)[:117]
+
+
+def _tiny(rng):
+    X = rng.normal(size=(50, 4)).astype(np.float32)
+    X[:, 1] = np.round(X[:, 1])  # coarse dimension: ties along it
+    return X
+
+
+DATASETS = {
+    "gaussian": _gaussian,
+    "integer_ties": _integer_ties,
+    "duplicates": _duplicates,
+    "tiny": _tiny,
+}
+
+
+def _draws(X, n_points, sample_dim, seed):
+    rng = np.random.default_rng(seed)
+    init = draw_init(rng, X.shape[0])
+    dims, coords = draw_points(rng, embedding_stats(X), n_points, sample_dim)
+    return init, dims, coords
+
+
+# --------------------------------------------------------------------------------------------
+# engines under test
+
+
+def _numba_variants():
+    from zcore.core import engine_numba
+
+    if not engine_numba.AVAILABLE:
+        return {}
+    return {
+        "numba": {},
+        "numba-sorted": {"SORT_MIN_POINTS": 0},  # every point by sorted scans
+        "numba-plain": {"SORT_MIN_POINTS": 10**9},  # every point by plain passes
+        "numba-tiled": {"SORT_MIN_POINTS": 2, "MEMORY_BUDGET": 0},  # one dim per block
+        # exact distances from the rows of X (as for a large X), or from gathered columns
+        "numba-rows": {"COLUMNS_BUDGET": 0, "COLUMN_MIN_POINTS": 10**9},
+        "numba-column": {"COLUMNS_BUDGET": 0, "COLUMN_MIN_POINTS": 1, "SORT_MIN_POINTS": 1},
+    }
+
+
+def _run(accumulate, X, dims, coords, k, exp, shift, **kwargs):
+    n = X.shape[0]
+    coverage = np.zeros(n, np.int64)
+    penalty = np.zeros(n, np.int64)
+    accumulate(X, dims, coords, coverage, penalty, k=k, exp=exp, shift=shift, **kwargs)
+    return coverage, penalty
+
+
+def _all_results(X, dims, coords, k, exp, shift, monkeypatch):
+    from zcore.core.engine import accumulate_numpy
+    from zcore.core.engines import get_engine
+
+    results = {"numpy": _run(accumulate_numpy, X, dims, coords, k, exp, shift)}
+    variants = _numba_variants()
+    if variants:
+        from zcore.core import engine_numba
+
+        for name, knobs in variants.items():
+            with monkeypatch.context() as m:
+                for attr, value in knobs.items():
+                    m.setattr(engine_numba, attr, value)
+                results[name] = _run(engine_numba.accumulate_numba, X, dims, coords, k, exp, shift)
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        torch_engine = get_engine("torch", device="cpu")
+        results["torch"] = _run(torch_engine, X, dims, coords, k, exp, shift, batch=13)
+    return results
+
+
+CASES = [
+    # dataset, sample_dim, k, exp
+    ("gaussian", 2, 40, 4.0),
+    ("gaussian", 1, 1, 4.0),
+    ("gaussian", 3, 298, 2.0),
+    ("gaussian", 2, 298, 7.3),
+    ("integer_ties", 2, 25, 4.0),
+    ("integer_ties", 1, 198, 4.0),
+    ("integer_ties", 3, 1, 0.0),
+    ("integer_ties", 2, 198, 1.0),
+    ("duplicates", 2, 30, 4.0),
+    ("duplicates", 3, 115, 4.0),
+    ("duplicates", 1, 1, 4.0),
+    ("tiny", 2, 48, 4.0),
+    ("tiny", 3, 5, 0.5),
+    ("tiny", 1, 48, 4.0),
+]
+
+
+@pytest.mark.parametrize("dataset,sample_dim,k,exp", CASES)
+def test_engines_agree_with_each_other_and_the_oracle(dataset, sample_dim, k, exp, monkeypatch):
+    from zcore.core.engine import fixed_point_shift
+
+    seed = CASES.index((dataset, sample_dim, k, exp))
+    X = DATASETS[dataset](np.random.default_rng(seed))
+    assert k <= X.shape[0] - 2
+    n_points = 180
+    init, dims, coords = _draws(X, n_points, sample_dim, seed)
+    shift = fixed_point_shift(n_points)
+
+    results = _all_results(X, dims, coords, k, exp, shift, monkeypatch)
+    cov0, pen0 = results["numpy"]
+    for name, (cov, pen) in results.items():
+        np.testing.assert_array_equal(cov, cov0, err_msg=f"coverage of {name} != numpy")
+        np.testing.assert_array_equal(pen, pen0, err_msg=f"penalty of {name} != numpy")
+
+    o_cov, o_pen = oracle_components(X, dims, coords, k, exp)
+    np.testing.assert_array_equal(cov0, o_cov)
+    np.testing.assert_allclose(np.ldexp(pen0.astype(np.float64), -shift), o_pen, rtol=0, atol=1e-9)
+    expected = normalise(o_cov - o_pen + init)
+    np.testing.assert_allclose(engine_scores(cov0, pen0, shift, init), expected, rtol=0, atol=1e-9)
+
+
+def test_numba_engine_larger_problem_matches_numpy(monkeypatch):
+    """Enough points per dimension for the sorted scans, shrinking and retries to all run."""
+    from zcore.core import engine_numba
+    from zcore.core.engine import accumulate_numpy, fixed_point_shift
+
+    if not engine_numba.AVAILABLE:
+        pytest.skip("numba not installed")
+    rng = np.random.default_rng(5)
+    centers = rng.normal(size=(6, 6)) * 3
+    X = (centers[rng.integers(0, 6, 3000)] + rng.normal(size=(3000, 6))).astype(np.float32)
+    X[::7] = np.round(X[::7], 1)  # some ties
+    _, dims, coords = _draws(X, 2500, 2, 5)
+    shift = fixed_point_shift(len(dims))
+    for k in (1, 37, 400):
+        expected = _run(accumulate_numpy, X, dims, coords, k, 4.0, shift)
+        got = _run(engine_numba.accumulate_numba, X, dims, coords, k, 4.0, shift)
+        np.testing.assert_array_equal(got[0], expected[0])
+        np.testing.assert_array_equal(got[1], expected[1])
+        with monkeypatch.context() as m:
+            m.setattr(engine_numba, "MEMORY_BUDGET", 3000 * 8 * 2)  # blocks of two dims
+            m.setattr(engine_numba, "COLUMNS_BUDGET", 0)  # rows of X, and gathered columns
+            m.setattr(engine_numba, "COLUMN_MIN_POINTS", 20)
+            blocks = _run(engine_numba.accumulate_numba, X, dims, coords, k, 4.0, shift)
+        np.testing.assert_array_equal(blocks[0], expected[0])
+        np.testing.assert_array_equal(blocks[1], expected[1])
+
+
+def test_progress_counts_every_point_once():
+    from zcore.core.engine import fixed_point_shift
+    from zcore.core.engines import get_engine
+
+    X = _gaussian(np.random.default_rng(1))
+    _, dims, coords = _draws(X, 1000, 2, 1)
+    for name in ("numpy", "numba", "torch"):
+        try:
+            engine = get_engine(name)
+        except ImportError:
+            continue
+        calls = []
+        _run(engine, X, dims, coords, 10, 4.0, fixed_point_shift(1000), progress=calls.append)
+        assert sum(calls) == 1000, name
+        assert all(c > 0 for c in calls), name
+
+
+# --------------------------------------------------------------------------------------------
+# the parallel runner
+
+
+def test_parallel_numba_matches_one_process():
+    from zcore.core import engine_numba
+    from zcore.core.engine import accumulate_numpy, fixed_point_shift
+    from zcore.core.parallel import accumulate_parallel
+
+    if not engine_numba.AVAILABLE:
+        pytest.skip("numba not installed")
+    X = _integer_ties(np.random.default_rng(3))
+    _, dims, coords = _draws(X, 400, 2, 3)
+    params = {"k": 50, "exp": 4.0, "shift": fixed_point_shift(400)}
+    expected = _run(accumulate_numpy, X, dims, coords, **params)
+    # the plain engine (each worker prepares X), and X prepared once before forking
+    for engine in (engine_numba.accumulate_numba, engine_numba.accumulate_numba.prepare(X)):
+        done = []
+        cov, pen = accumulate_parallel(
+            engine, X, dims, coords, num_workers=2, params=params, progress=done.append
+        )
+        np.testing.assert_array_equal(cov, expected[0])
+        np.testing.assert_array_equal(pen, expected[1])
+        assert sum(done) == 400
+
+
+def _failing_engine(X, dims, coords, coverage, penalty, **kwargs):
+    raise ValueError("engine failure for the test")
+
+
+def _slow_engine(X, dims, coords, coverage, penalty, *, progress=None, **kwargs):
+    progress(1)
+    time.sleep(30)
+
+
+def _assert_released(names):
+    assert names, "the runner reported no shared blocks"
+    left = [name for name in names if os.path.exists(os.path.join("/dev/shm", name.lstrip("/")))]
+    assert not left, f"shared memory not released: {left}"
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="needs /dev/shm")
+def test_shared_memory_released_when_a_worker_fails():
+    from zcore.core.parallel import accumulate_parallel
+
+    X = _gaussian(np.random.default_rng(0))
+    _, dims, coords = _draws(X, 20, 2, 0)
+    names = []
+    with pytest.raises(RuntimeError, match="engine failure for the test"):
+        accumulate_parallel(
+            _failing_engine,
+            X,
+            dims,
+            coords,
+            num_workers=2,
+            params={"k": 5, "exp": 4.0, "shift": 30},
+            _shared_names=names,
+        )
+    _assert_released(names)
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="needs /dev/shm")
+def test_shared_memory_released_on_keyboard_interrupt():
+    from zcore.core.parallel import accumulate_parallel
+
+    X = _gaussian(np.random.default_rng(0))
+    _, dims, coords = _draws(X, 20, 2, 0)
+    names = []
+
+    def interrupt(n):
+        raise KeyboardInterrupt
+
+    start = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        accumulate_parallel(
+            _slow_engine,
+            X,
+            dims,
+            coords,
+            num_workers=2,
+            params={"k": 5, "exp": 4.0, "shift": 30},
+            progress=interrupt,
+            _shared_names=names,
+        )
+    assert time.monotonic() - start < 20, "the workers were not stopped"
+    _assert_released(names)
+
+
+# --------------------------------------------------------------------------------------------
+# choosing an engine
+
+
+def test_get_engine_names_and_errors():
+    from zcore.core import engine_numba
+    from zcore.core.engine import accumulate_numpy
+    from zcore.core.engines import ENGINE_NAMES, get_engine
+
+    assert set(ENGINE_NAMES) == {"auto", "numpy", "numba", "torch"}
+    assert get_engine("numpy") is accumulate_numpy
+    expected_auto = engine_numba.accumulate_numba if engine_numba.AVAILABLE else accumulate_numpy
+    assert get_engine() is expected_auto
+    assert get_engine("AUTO") is expected_auto
+    with pytest.raises(ValueError, match="'numpy', 'numba', 'torch'"):
+        get_engine("fast")
+    with pytest.raises(ValueError, match="CPU only"):
+        get_engine("numpy", device="cuda")
+
+
+def _python(code):
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+def test_core_imports_and_falls_back_without_numba_or_torch():
+    code = """
+import sys
+sys.modules["numba"] = None  # makes `import numba` raise ImportError
+sys.modules["torch"] = None
+import numpy as np
+from zcore.core import engine_numba, engines
+from zcore.core.engine import accumulate_numpy
+assert engine_numba.AVAILABLE is False
+assert engines.get_engine() is accumulate_numpy
+for name in ("numba", "torch"):
+    try:
+        engines.get_engine(name)
+    except ImportError as exc:
+        assert "pip install" in str(exc)
+    else:
+        raise AssertionError(name + " engine without its package")
+import zcore.core.engine_torch  # importable without torch
+print("ok")
+"""
+    result = _python(code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+def test_torch_is_not_imported_by_the_core():
+    code = """
+import sys
+import zcore.core, zcore.core.engines, zcore.core.engine_torch, zcore.core.engine_numba
+print("torch" in sys.modules)
+"""
+    result = _python(code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"

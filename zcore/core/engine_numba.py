@@ -1,0 +1,1036 @@
+"""Compiled scoring engine (numba): the law of :mod:`zcore.core.engine`, bit for bit, much faster.
+
+Same contract and same results as :func:`zcore.core.engine.accumulate_numpy` (identical coverage and
+penalty integers), but a point costs a scan of a thin slice of the samples instead of two passes
+over all ``N`` of them.
+
+How
+---
+Only the point's ``sample_dim`` dimensions matter, and an L1 distance is at least its term along any
+one of them. So each search (the covering sample of a point, then the ``k`` nearest others of that
+sample) picks one of the point's dimensions as its *scan dimension* ``t`` and visits the samples in
+order of ``|x_t - q_t|``, outward from ``q_t`` in the samples sorted along ``t``. The scan stops once
+that gap alone is strictly larger than the distance still to beat (the best so far for coverage,
+the current ``k``-th for redundancy): every sample not visited is farther. Ties are never cut by the
+stop (strict ``>``) and are resolved by index exactly as the law says.
+
+A visited sample is first bounded from below with one byte per other dimension: every dimension is
+coded in 256 quantile bins (``codes``, column-major, ``N`` bytes per dimension), and a per-search
+table gives, for each code, a lower bound of ``|x_j - q_j|`` that is never above the float64 term
+the numpy engine computes (bin edges are taken one fine cell outward, far beyond any rounding).
+Only samples whose bound, summed in the drawn order, does not exceed the distance to beat get their
+exact distance (same float64 operations, same order, as numpy), read from a column-major copy of
+``X`` when ``X`` is small (:data:`COLUMNS_BUDGET`), else from a column gathered for a run of points
+sharing that dimension (:data:`COLUMN_MIN_POINTS`), else from the row of ``X``.
+
+- **coverage**: the nearest sample, ties to the lowest index;
+- **redundancy**: candidates at most at a threshold are buffered; the threshold starts at 1.5x a
+  radius estimated from the marginal densities (grown and retried if fewer than ``k`` samples lie
+  within it) and drops whenever the full buffer is shrunk to (a superset of) its ``k`` best; the
+  exact ``k`` best by ``(distance, index)`` are picked at the end.
+
+The scan dimension is the point's dimension where the samples are sparsest around the query
+(estimated from a sorted subsample): the scan visits a strip ``|x_t - q_t| <= r``, fewest where the
+density along ``t`` is lowest. This choice changes the time, never the result. Each dimension is
+sorted once per phase (coverage, then redundancy) and serves every point that scans it; points whose
+scan dimension is rare are searched by a plain pass over the codes instead.
+
+Memory
+------
+:func:`prepare` builds the codes (``N x D`` bytes, a quarter of ``X``), small per-dimension tables,
+and the column-major copy of ``X`` only when ``X`` is at most :data:`COLUMNS_BUDGET` bytes.
+:meth:`Prepared.accumulate` then holds sorted orders and values (8 bytes per sample and dimension)
+for at most :data:`MEMORY_BUDGET` bytes of dimensions at a time, one gathered column, a chunk of
+gathered columns to sort (``16 x N`` floats), batch buffers of a few tens of MB and a few arrays of
+``P`` numbers. Nothing of size ``N x N`` or ``N x P`` is allocated. For forked workers, prepare once
+in the parent (``accumulate_numba.prepare(X)``) and give the workers the prepared callable: they
+share its codes instead of each building a copy.
+
+Exactness
+---------
+Distances are the same float64 operations in the same order as the numpy engine. The penalty weights
+are computed by numpy (whose ``**`` may use SIMD math that a compiled ``pow`` does not reproduce to
+the bit), elementwise with the expressions of :func:`~zcore.core.engine.penalty_weights`, and their
+normalising sum over the ``k`` best sorted by distance (the order of the numpy engine); the rounding
+to fixed point is the same float64 operations as :func:`~zcore.core.engine.to_fixed`.
+"""
+
+import math
+
+import numpy as np
+
+try:  # numba is optional: without it the module still imports and AVAILABLE is False
+    import numba
+except ImportError:  # pragma: no cover - exercised only without numba
+    numba = None
+
+#: Whether the compiled engine can run (numba importable).
+AVAILABLE = numba is not None
+
+#: Bytes of sorted orders and values (8 per sample and dimension) held at once, per process.
+MEMORY_BUDGET = 512 << 20
+#: Largest ``X`` (bytes) of which a column-major copy is kept for the exact distances.
+COLUMNS_BUDGET = 512 << 20
+#: Points of a block sharing their other dimension from which that column is gathered for them
+#: (when there is no column-major copy of ``X``), instead of reading rows of ``X``.
+COLUMN_MIN_POINTS = 48
+#: A dimension is sorted for a phase only if at least this many points scan it; the others are
+#: searched by a plain pass over the codes (cheaper than sorting ``N`` values for a few points).
+SORT_MIN_POINTS = 16
+#: Rows of the per-dimension sorted subsample (scan choice, radius estimate, code bins).
+TABLE_ROWS = 16384
+#: Candidate distances per batch of redundancy searches (bounds the batch buffers).
+BATCH_ELEMENTS = 1 << 20
+#: Columns gathered per pass over the rows of ``X``.
+_GATHER_CHUNK = 16
+#: Sorted positions scanned per step of a search.
+_CHUNK = 64
+#: Candidates handed over per redundancy search beyond the ``k`` best (slack of the cheap shrink).
+_EXTRA = 64
+#: Uniform cells per dimension behind the 256 quantile codes.
+_CELLS = 4096
+
+
+def _jit(func):
+    if numba is None:
+        return func
+    return numba.njit(cache=True, nogil=True)(func)
+
+
+def _jit_inline(func):
+    """For small helpers called in hot loops: inlined in numba's IR, so that passing arrays
+    costs no reference counting (atomic operations) per call."""
+    if numba is None:
+        return func
+    return numba.njit(cache=True, nogil=True, inline="always")(func)
+
+
+# ----------------------------------------------------------------------------------------------
+# kernels: preparation
+
+
+@_jit
+def _gather_columns(X, cidx, out, row0):
+    """``out[row0 + j, i] = X[i, cidx[j]]``: columns of row-major ``X`` made contiguous."""
+    n = X.shape[0]
+    nc = cidx.shape[0]
+    rows = 256
+    tmp = np.empty((nc, rows), np.float32)
+    for i0 in range(0, n, rows):
+        i1 = min(i0 + rows, n)
+        for i in range(i0, i1):
+            for j in range(nc):
+                tmp[j, i - i0] = X[i, cidx[j]]
+        for j in range(nc):
+            dst = out[row0 + j]
+            for i in range(i0, i1):
+                dst[i] = tmp[j, i - i0]
+
+
+@_jit
+def _encode(X, lo, scale, lut, codes, c0, c1):
+    """``codes[j, i] = lut[j, cell]`` with ``cell = clip(int((x - lo) * scale), 0, cells - 1)``."""
+    cells = lut.shape[1]
+    for i in range(X.shape[0]):
+        for j in range(c0, c1):
+            u = (np.float64(X[i, j]) - lo[j]) * scale[j]
+            cell = 0
+            if u >= cells - 1:
+                cell = cells - 1
+            elif u > 0.0:
+                cell = np.int64(u)
+            codes[j, i] = lut[j, cell]
+
+
+# ----------------------------------------------------------------------------------------------
+# kernels: searches
+
+
+@_jit_inline
+def _lower_bound(vals, v):
+    """First position ``j`` with ``vals[j] >= v`` (``vals`` sorted ascending)."""
+    lo = 0
+    hi = vals.shape[0]
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if np.float64(vals[mid]) < v:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@_jit
+def _choose_scan(table, dims, queries, half_window, n, k, out_t, out_r):
+    """Per point: ``out_t``, the index ``j`` of the dimension where the samples are sparsest at the
+    query; ``out_r``, a rough radius of the L1 ball around the query that holds ``k`` samples
+    (from the marginal densities as if independent; 0 when unknown). Only speed depends on them."""
+    n_points, s = dims.shape
+    m = table.shape[1]
+    volume = 1.0  # s! : the L1 ball of radius r has volume (2r)**s / s!
+    for j in range(2, s + 1):
+        volume *= j
+    for p in range(n_points):
+        best = -1.0
+        bt = 0
+        dens = 1.0
+        for j in range(s):
+            row = table[dims[p, j]]
+            pos = _lower_bound(row, queries[p, j])
+            lo = max(pos - half_window, 0)
+            hi = min(pos + half_window, m - 1)
+            width = (np.float64(row[hi]) - np.float64(row[lo])) / max(hi - lo, 1)
+            if width > best:
+                best = width
+                bt = j
+            dens *= 1.0 / (m * width) if width > 0 else np.inf
+        out_t[p] = bt
+        out_r[p] = 0.5 * (k * volume / (n * dens)) ** (1.0 / s) if dens < np.inf else 0.0
+
+
+@_jit
+def _fill_bounds(e_low, e_high, dp, q, t, lb):
+    """``lb[j, code]``: a lower bound of ``|x - q[j]|`` over the samples with that code along
+    ``dp[j]`` (0 for the scan dimension ``t``, whose exact gap is used instead)."""
+    for j in range(dp.shape[0]):
+        row = lb[j]
+        if j == t:
+            row[:] = 0.0
+            continue
+        lo_edge = e_low[dp[j]]
+        hi_edge = e_high[dp[j]]
+        v = q[j]
+        for code in range(row.shape[0]):
+            row[code] = max(0.0, lo_edge[code] - v, v - hi_edge[code])
+
+
+@_jit
+def _cover_kernel(
+    src, srows, codes, e_low, e_high, dims, queries, tscan, sslot, order, vals, out_c, lb, hit
+):
+    """Coverage winner of each point: min distance, ties to the lowest index.
+
+    ``src[srows[p, j], i]`` is the value of sample ``i`` along the point's ``j``-th dimension
+    (``src`` is a column-major copy of ``X``, or ``X.T``). Helpers are written inline: a call with
+    array arguments in these loops would cost reference counting (atomic operations) per sample.
+    """
+    n = codes.shape[1]
+    for p in range(queries.shape[0]):
+        dp = dims[p]
+        s = dp.shape[0]
+        q = queries[p]
+        rows = srows[p]
+        srow = sslot[p]
+        t = tscan[p] if srow >= 0 else -1
+        _fill_bounds(e_low, e_high, dp, q, t, lb)
+        best = np.inf
+        bi = -1
+        if srow < 0:
+            for i0 in range(0, n, _CHUNK):
+                i1 = min(i0 + _CHUNK, n)
+                n_hits = 0
+                for i in range(i0, i1):
+                    bound = lb[0, codes[dp[0], i]]
+                    for j in range(1, s):
+                        bound += lb[j, codes[dp[j], i]]
+                    hit[n_hits] = i
+                    n_hits += bound <= best
+                for h in range(n_hits):
+                    i = hit[h]
+                    d = abs(np.float64(src[rows[0], i]) - q[0])
+                    for j in range(1, s):
+                        d += abs(np.float64(src[rows[j], i]) - q[j])
+                    if d < best or (d == best and i < bi):
+                        best = d
+                        bi = i
+        else:
+            qs = q[t]
+            vr = vals[srow]
+            orr = order[srow]
+            right = _lower_bound(vr, qs)
+            left = right  # positions [left, right) are done
+            left_done = left == 0
+            right_done = right >= n
+            while not (left_done and right_done):
+                go_left = right_done
+                if not left_done and not right_done:
+                    go_left = abs(np.float64(vr[left - 1]) - qs) <= abs(np.float64(vr[right]) - qs)
+                if go_left:
+                    a = max(left - _CHUNK, 0)
+                    b = left
+                    if abs(np.float64(vr[b - 1]) - qs) > best:
+                        left_done = True
+                        continue
+                    left = a
+                    left_done = a == 0
+                else:
+                    a = right
+                    b = min(right + _CHUNK, n)
+                    if abs(np.float64(vr[a]) - qs) > best:
+                        right_done = True
+                        continue
+                    right = b
+                    right_done = b >= n
+                n_hits = 0
+                for j in range(a, b):
+                    g = abs(np.float64(vr[j]) - qs)
+                    i = orr[j]
+                    bound = 0.0
+                    for jj in range(s):  # in drawn order: never above the exact distance
+                        term = g if jj == t else lb[jj, codes[dp[jj], i]]
+                        bound = term if jj == 0 else bound + term
+                    hit[n_hits] = j
+                    n_hits += bound <= best
+                for h in range(n_hits):
+                    j = hit[h]
+                    i = orr[j]
+                    g = abs(np.float64(vr[j]) - qs)
+                    d = 0.0
+                    for jj in range(s):
+                        term = g if jj == t else abs(np.float64(src[rows[jj], i]) - q[jj])
+                        d = term if jj == 0 else d + term
+                    if d < best or (d == best and i < bi):
+                        best = d
+                        bi = i
+        out_c[p] = bi
+
+
+@_jit
+def _select(a, size, kth):
+    """Value of rank ``kth`` (0-based) among ``a[:size]``; reorders ``a[:size]``."""
+    lo = 0
+    hi = size - 1
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        x, y, z = a[lo], a[mid], a[hi]
+        if x > y:
+            x, y = y, x
+        if y > z:
+            y = z
+            if x > y:
+                y = x
+        pivot = y
+        lt = lo
+        i = lo
+        gt = hi
+        while i <= gt:
+            v = a[i]
+            if v < pivot:
+                a[i] = a[lt]
+                a[lt] = v
+                lt += 1
+                i += 1
+            elif v > pivot:
+                a[i] = a[gt]
+                a[gt] = v
+                gt -= 1
+            else:
+                i += 1
+        if kth < lt:
+            hi = lt - 1
+        elif kth > gt:
+            lo = gt + 1
+        else:
+            return pivot
+    return a[lo]
+
+
+@_jit
+def _compact(bd, bi, size, k, sd, si):
+    """Keep exactly the ``k`` best of ``bd/bi[:size]`` by ``(distance, index)``.
+
+    Returns the new size (``k``) and the ``k``-th distance (the new admission threshold).
+    """
+    sd[:size] = bd[:size]
+    t = _select(sd, size, k - 1)
+    w = 0
+    nt = 0
+    for j in range(size):
+        d = bd[j]
+        if d < t:
+            bd[w] = d
+            bi[w] = bi[j]
+            w += 1
+        elif d == t:
+            si[nt] = bi[j]
+            nt += 1
+    need = k - w
+    if nt > need:
+        ti = _select(si, nt, need - 1)
+        for j in range(nt):
+            if si[j] <= ti:
+                bd[w] = t
+                bi[w] = si[j]
+                w += 1
+    else:
+        for j in range(nt):
+            bd[w] = t
+            bi[w] = si[j]
+            w += 1
+    return w, t
+
+
+@_jit
+def _shrink(bd, bi, size, k, hist):
+    """Drop candidates that cannot be among the ``k`` best, cheaply: keep those at most at the
+    largest distance of the histogram bins (over ``[min, max]``) that hold the ``k``-th smallest.
+
+    Keeps at least the ``k`` best (a superset: ties and the rest of that bin stay). Returns the new
+    size and the new admission threshold (the largest distance kept).
+    """
+    lo = bd[0]
+    hi = bd[0]
+    for j in range(1, size):
+        d = bd[j]
+        lo = min(lo, d)
+        hi = max(hi, d)
+    if not hi > lo:
+        return size, hi
+    nb = hist.shape[0]
+    scale = nb / (hi - lo)
+    hist[:] = 0
+    for j in range(size):
+        hist[min(int((bd[j] - lo) * scale), nb - 1)] += 1
+    cum = 0
+    last = nb - 1
+    for b in range(nb):
+        cum += hist[b]
+        if cum >= k:
+            last = b
+            break
+    t = lo
+    for j in range(size):
+        d = bd[j]
+        if min(int((d - lo) * scale), nb - 1) <= last and d > t:
+            t = d
+    w = 0
+    for j in range(size):
+        d = bd[j]
+        if d <= t:
+            bd[w] = d
+            bi[w] = bi[j]
+            w += 1
+    return w, t
+
+
+@_jit
+def _make_room(bd, bi, size, k, room, sd, si, hist):
+    """Shrink the buffer to at most ``room`` candidates (exact selection if ties defeat the
+    histogram); returns the new size and threshold."""
+    size, thr = _shrink(bd, bi, size, k, hist)
+    if size > room:
+        size, thr = _compact(bd, bi, size, k, sd, si)
+    return size, thr
+
+
+@_jit
+def _knn_kernel(
+    src,
+    srows,
+    codes,
+    e_low,
+    e_high,
+    dims,
+    centers,
+    cidx,
+    tscan,
+    radius,
+    sslot,
+    order,
+    vals,
+    k,
+    out_d,
+    out_i,
+    bd,
+    bi,
+    sd,
+    si,
+    hist,
+    hit,
+    lb,
+):
+    """The ``k`` nearest other samples of each covering sample.
+
+    Row ``p`` of ``out_d``/``out_i`` receives a superset of the exact ``k`` best by
+    ``(distance, index)`` (at most ``out_d.shape[1]`` candidates, padded with ``inf``/``-1``).
+    Values as in :func:`_cover_kernel`.
+    """
+    n = codes.shape[1]
+    cap = bd.shape[0]
+    width = out_d.shape[1]
+    for p in range(centers.shape[0]):
+        dp = dims[p]
+        s = dp.shape[0]
+        q = centers[p]
+        rows = srows[p]
+        c = cidx[p]
+        srow = sslot[p]
+        t = tscan[p] if srow >= 0 else -1
+        _fill_bounds(e_low, e_high, dp, q, t, lb)
+        start = 1.5 * radius[p]
+        if not start > 0.0:
+            start = np.inf
+        size = 0
+        tries = 0
+        while True:
+            size = 0
+            thr = start
+            if srow < 0:
+                for i0 in range(0, n, _CHUNK):
+                    if size + _CHUNK > cap:
+                        size, thr = _make_room(bd, bi, size, k, cap - _CHUNK, sd, si, hist)
+                    i1 = min(i0 + _CHUNK, n)
+                    n_hits = 0
+                    for i in range(i0, i1):
+                        bound = lb[0, codes[dp[0], i]]
+                        for j in range(1, s):
+                            bound += lb[j, codes[dp[j], i]]
+                        hit[n_hits] = i
+                        n_hits += bound <= thr
+                    for h in range(n_hits):
+                        i = hit[h]
+                        d = abs(np.float64(src[rows[0], i]) - q[0])
+                        for j in range(1, s):
+                            d += abs(np.float64(src[rows[j], i]) - q[j])
+                        bd[size] = d
+                        bi[size] = i
+                        size += (d <= thr) & (i != c)
+            else:
+                qs = q[t]
+                vr = vals[srow]
+                orr = order[srow]
+                right = _lower_bound(vr, qs)
+                left = right  # positions [left, right) are done
+                left_done = left == 0
+                right_done = right >= n
+                jo = 1 - t if s == 2 else 0  # s == 2: the other dimension
+                lbo = lb[jo]
+                ocodes = codes[dp[jo]]
+                orow = rows[jo]
+                qo = q[jo]
+                while not (left_done and right_done):
+                    if size + _CHUNK > cap:
+                        size, thr = _make_room(bd, bi, size, k, cap - _CHUNK, sd, si, hist)
+                    go_left = right_done
+                    if not left_done and not right_done:
+                        go_left = abs(np.float64(vr[left - 1]) - qs) <= abs(
+                            np.float64(vr[right]) - qs
+                        )
+                    if go_left:
+                        a = max(left - _CHUNK, 0)
+                        b = left
+                        if abs(np.float64(vr[b - 1]) - qs) > thr:
+                            left_done = True
+                            continue
+                        left = a
+                        left_done = a == 0
+                    else:
+                        a = right
+                        b = min(right + _CHUNK, n)
+                        if abs(np.float64(vr[a]) - qs) > thr:
+                            right_done = True
+                            continue
+                        right = b
+                        right_done = b >= n
+                    n_hits = 0
+                    if s == 2:  # two terms: g + other == other + g exactly, either order
+                        for j in range(a, b):
+                            g = abs(np.float64(vr[j]) - qs)
+                            hit[n_hits] = j
+                            n_hits += g + lbo[ocodes[orr[j]]] <= thr
+                        for h in range(n_hits):
+                            j = hit[h]
+                            i = orr[j]
+                            g = abs(np.float64(vr[j]) - qs)
+                            d = g + abs(np.float64(src[orow, i]) - qo)
+                            bd[size] = d
+                            bi[size] = i
+                            size += (d <= thr) & (i != c)
+                    else:
+                        for j in range(a, b):
+                            g = abs(np.float64(vr[j]) - qs)
+                            i = orr[j]
+                            bound = 0.0
+                            for jj in range(s):  # in drawn order: never above the distance
+                                term = g if jj == t else lb[jj, codes[dp[jj], i]]
+                                bound = term if jj == 0 else bound + term
+                            hit[n_hits] = j
+                            n_hits += bound <= thr
+                        for h in range(n_hits):
+                            j = hit[h]
+                            i = orr[j]
+                            g = abs(np.float64(vr[j]) - qs)
+                            d = 0.0
+                            for jj in range(s):
+                                term = g if jj == t else abs(np.float64(src[rows[jj], i]) - q[jj])
+                                d = term if jj == 0 else d + term
+                            bd[size] = d
+                            bi[size] = i
+                            size += (d <= thr) & (i != c)
+            if size >= k or start == np.inf:
+                break
+            # Too few within the threshold: grow it by the expected ratio (the ball holds about
+            # `size` samples at `start`, volume ~ r**s), at least 1.25x; unbounded after 3 tries.
+            tries += 1
+            grow = 4.0 if size == 0 else min(4.0, max(1.25, 1.1 * (k / size) ** (1.0 / s)))
+            start = grow * start if tries < 3 else np.inf
+        if size > width:
+            size, thr = _make_room(bd, bi, size, k, width, sd, si, hist)
+        for j in range(size):
+            out_d[p, j] = bd[j]
+            out_i[p, j] = bi[j]
+        for j in range(size, width):
+            out_d[p, j] = np.inf
+            out_i[p, j] = -1
+
+
+@_jit
+def _add_penalties(penalty, dist, idx, kth, w, sums, k, scale, one, ties):
+    """Add the fixed-point penalties of each row's ``k`` best candidates by ``(distance, index)``.
+
+    ``kth[r]`` is the ``k``-th smallest distance of row ``r``: the best are those below it, then
+    the lowest indices among those equal to it. Each gets ``rint(w / sum * 2**shift)``, the same
+    float64 operations as :func:`zcore.core.engine.to_fixed` on ``w / w.sum()`` (``ldexp`` by
+    ``shift`` is the exact product by ``scale = 2.0**shift``); if the nearest is at distance 0,
+    only the lowest-index one at distance 0 gets ``one``.
+    """
+    rows, width = dist.shape
+    for r in range(rows):
+        t = kth[r]
+        if dist[r].min() == 0.0:
+            zero = -1
+            for j in range(width):
+                if dist[r, j] == 0.0 and (zero < 0 or idx[r, j] < zero):
+                    zero = idx[r, j]
+            penalty[zero] += one
+            continue
+        total = sums[r]
+        below = 0
+        n_ties = 0
+        for j in range(width):
+            d = dist[r, j]
+            if d < t:
+                below += 1
+                penalty[idx[r, j]] += np.int64(np.rint((w[r, j] / total) * scale))
+            elif d == t:
+                ties[n_ties] = j
+                n_ties += 1
+        need = k - below
+        if n_ties > need:  # keep the lowest indices among the ties
+            for a in range(1, n_ties):
+                v = ties[a]
+                b = a - 1
+                while b >= 0 and idx[r, ties[b]] > idx[r, v]:
+                    ties[b + 1] = ties[b]
+                    b -= 1
+                ties[b + 1] = v
+        for a in range(need):
+            j = ties[a]
+            penalty[idx[r, j]] += np.int64(np.rint((w[r, j] / total) * scale))
+
+
+# ----------------------------------------------------------------------------------------------
+# driver
+
+
+class _Progress:
+    """Half of the points are reported during the coverage phase, the rest during redundancy."""
+
+    def __init__(self, callback, total):
+        self.callback = callback
+        self.total = total
+        self.done = [0, 0]
+        self.sent = 0
+
+    def add(self, phase, count):
+        if self.callback is None:
+            return
+        self.done[phase] += count
+        target = self.done[0] // 2 + (self.done[1] + 1) // 2
+        if target > self.sent:
+            self.callback(target - self.sent)
+            self.sent = target
+
+
+def _gather(X, cidx, out, row0):
+    for j0 in range(0, cidx.size, _GATHER_CHUNK):
+        part = np.ascontiguousarray(cidx[j0 : j0 + _GATHER_CHUNK], dtype=np.int64)
+        _gather_columns(X, part, out, row0 + j0)
+
+
+def _half_window(n, table_rows, strip):
+    """Half-width, in subsample ranks, of the window that compares densities for a strip of about
+    ``strip`` samples of the full data."""
+    return max(1, int(round(0.5 * strip * table_rows / n)))
+
+
+class Prepared:
+    """Per-matrix data of the compiled engine: a sorted subsample of each dimension, and the
+    8-bit quantile codes of every sample with the edges of their bins.
+
+    Calling it (or :meth:`accumulate`) applies the law like
+    :func:`zcore.core.engine.accumulate_numpy`, for the same ``X`` (the same values; the array may
+    be a copy, e.g. in shared memory).
+    """
+
+    def __init__(self, X):
+        if not AVAILABLE:
+            raise ImportError("the numba engine needs numba: pip install numba")
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        n, n_dims = X.shape
+        self.shape = X.shape
+        rows = np.arange(n) if n <= TABLE_ROWS else (np.arange(TABLE_ROWS) * n) // TABLE_ROWS
+        table = np.ascontiguousarray(X[rows].T)
+        table.sort(axis=1)
+        self.table = table
+
+        # Codes: 256 quantile bins over _CELLS uniform cells of [min, max] of the subsample.
+        m = table.shape[1]
+        lo = table[:, 0].astype(np.float64)
+        span = table[:, -1].astype(np.float64) - lo
+        scale = np.divide(_CELLS, span, out=np.zeros(n_dims), where=span > 0)
+        cell_start = (
+            lo[:, None] + np.arange(_CELLS)[None, :] / np.where(scale > 0, scale, 1)[:, None]
+        )
+        lut = np.empty((n_dims, _CELLS), np.uint8)
+        e_low = np.empty((n_dims, 256))
+        e_high = np.empty((n_dims, 256))
+        for j in range(n_dims):
+            ranks = np.searchsorted(table[j], cell_start[j], side="left")
+            lut[j] = np.minimum(ranks * 256 // m, 255)
+            first = np.searchsorted(lut[j], np.arange(257), side="left")  # first cell of a code
+            # One whole cell outward: beyond the rounding of (x - lo) * scale.
+            if scale[j] > 0:
+                e_low[j] = np.where(first[:256] == 0, -np.inf, lo[j] + (first[:256] - 1) / scale[j])
+                e_high[j] = np.where(
+                    first[1:] >= _CELLS, np.inf, lo[j] + (first[1:] + 1) / scale[j]
+                )
+            else:
+                e_low[j] = -np.inf
+                e_high[j] = np.inf
+        self.lut, self.e_low, self.e_high = lut, e_low, e_high
+        self.codes = np.empty((n_dims, n), np.uint8)
+        for c0 in range(0, n_dims, 64):
+            _encode(X, lo, scale, lut, self.codes, c0, min(c0 + 64, n_dims))
+        # A column-major copy for the exact distances, when small enough: a scan then reads one
+        # column kept in cache instead of scattered rows of X.
+        self.columns = np.empty((0, n), np.float32)
+        if X.nbytes <= COLUMNS_BUDGET:
+            self.columns = np.empty((n_dims, n), np.float32)
+            _gather(X, np.arange(n_dims), self.columns, 0)
+
+    def __call__(self, X, dims, coords, coverage, penalty, *, k, exp, shift, progress=None):
+        return self.accumulate(
+            X, dims, coords, coverage, penalty, k=k, exp=exp, shift=shift, progress=progress
+        )
+
+    def accumulate(self, X, dims, coords, coverage, penalty, *, k, exp, shift, progress=None):
+        """Apply the score law to a block of points; see :func:`accumulate_numba`."""
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        if X.shape != self.shape:
+            raise ValueError(f"prepared for a matrix of shape {self.shape}, got {X.shape}")
+        dims = np.ascontiguousarray(dims, dtype=np.int64)
+        coords = np.ascontiguousarray(coords, dtype=np.float64)
+        n = X.shape[0]
+        n_points, s = dims.shape
+        if n_points == 0:
+            return
+        k = int(min(k, n - 1))
+        one = np.int64(1) << shift
+        report = _Progress(progress, n_points)
+        lb = np.empty((s, 256))
+        hit = np.empty(_CHUNK, np.int64)
+        tscan = np.empty(n_points, np.int64)
+        radius = np.empty(n_points)
+        m = self.table.shape[1]
+        # Where the exact values are read: the column-major copy, else the rows of X (as X.T).
+        src = self.columns if self.columns.shape[0] else X.T
+
+        # Phase 1: the covering sample of each point.
+        _choose_scan(
+            self.table, dims, coords, _half_window(n, m, math.sqrt(n)), n, 1, tscan, radius
+        )
+        winners = np.empty(n_points, np.int64)
+
+        def cover(pts, sslot, order, vals):
+            out = np.empty(pts.size, np.int64)
+            _cover_kernel(
+                src,
+                dims[pts],
+                self.codes,
+                self.e_low,
+                self.e_high,
+                dims[pts],
+                coords[pts],
+                tscan[pts],
+                sslot,
+                order,
+                vals,
+                out,
+                lb,
+                hit,
+            )
+            winners[pts] = out
+            report.add(0, pts.size)
+
+        self._phase(X, dims, tscan, cover)
+        coverage += np.bincount(winners, minlength=n).astype(np.int64)
+
+        # Phase 2: the k nearest other samples of each covering sample.
+        centers = X[winners[:, None], dims].astype(np.float64)
+        _choose_scan(
+            self.table,
+            dims,
+            centers,
+            _half_window(n, m, math.sqrt(float(n) * k)),
+            n,
+            k,
+            tscan,
+            radius,
+        )
+        width = k + _EXTRA
+        batch = max(1, BATCH_ELEMENTS // width)
+        cap = k + k // 2 + 4 * _CHUNK
+        col_buf = np.empty((1, n), np.float32)  # one gathered column: row 0 for every point
+        col_rows = np.zeros((min(batch, n_points), s), np.int64)
+        bd, sd = np.empty(cap), np.empty(cap)
+        bi, si = np.empty(cap, np.int64), np.empty(cap, np.int64)
+        hist = np.empty(256, np.int64)
+        out_d = np.empty((min(batch, n_points), width))
+        out_i = np.empty((min(batch, n_points), width), np.int64)
+        workspace = _Workspace(min(batch, n_points), width, k)
+
+        def run_batch(sel, sslot_sel, order, vals, values, value_rows):
+            rows = slice(0, sel.size)
+            _knn_kernel(
+                values,
+                value_rows,
+                self.codes,
+                self.e_low,
+                self.e_high,
+                dims[sel],
+                centers[sel],
+                winners[sel],
+                tscan[sel],
+                radius[sel],
+                sslot_sel,
+                order,
+                vals,
+                k,
+                out_d[rows],
+                out_i[rows],
+                bd,
+                bi,
+                sd,
+                si,
+                hist,
+                hit,
+                lb,
+            )
+            _apply_penalties(out_d[rows], out_i[rows], penalty, k, exp, shift, one, workspace)
+            report.add(1, sel.size)
+
+        def redund(pts, sslot, order, vals):
+            # Runs of sorted-scan points sharing their other dimension (sample_dim 2, no
+            # column-major copy): long runs read that column gathered once, not rows of X.
+            starts = np.array([0, pts.size])
+            by_column = s == 2 and not self.columns.shape[0] and bool((sslot >= 0).all())
+            if by_column:
+                other = dims[pts, 1 - tscan[pts]]
+                starts = np.concatenate([[0], np.flatnonzero(np.diff(other)) + 1, [pts.size]])
+            pending = []
+            for r in range(len(starts) - 1):
+                lo, hi = starts[r], starts[r + 1]
+                if by_column and hi - lo >= COLUMN_MIN_POINTS:
+                    dim = int(other[lo])
+                    _gather(X, np.array([dim]), col_buf, 0)
+                    for b0 in range(lo, hi, batch):
+                        b1 = min(b0 + batch, hi)
+                        sel = pts[b0:b1]
+                        run_batch(sel, sslot[b0:b1], order, vals, col_buf, col_rows[: sel.size])
+                else:
+                    pending.append(np.arange(lo, hi))
+                if pending and (sum(p.size for p in pending) >= batch or r == len(starts) - 2):
+                    idx = np.concatenate(pending)
+                    pending = []
+                    for b0 in range(0, idx.size, batch):
+                        part = idx[b0 : b0 + batch]
+                        run_batch(pts[part], sslot[part], order, vals, src, dims[pts[part]])
+
+        self._phase(X, dims, tscan, redund)
+
+    def _phase(self, X, dims, tscan, kernel):
+        """Sort the scan dimensions block by block (at most :data:`MEMORY_BUDGET` bytes at once)
+        and call ``kernel(pts, sslot, order, vals)`` on the points of each block; points whose
+        scan dimension is rare come first, with ``sslot == -1`` (plain pass)."""
+        n, n_dims = X.shape
+        n_points, s = dims.shape
+        ar = np.arange(n_points)
+        scan = dims[ar, tscan]
+        sortable = np.bincount(scan, minlength=n_dims) >= SORT_MIN_POINTS
+        use_sort = sortable[scan]
+        sorted_dims = np.flatnonzero(sortable)
+        per_block = int(max(1, min(sorted_dims.size, MEMORY_BUDGET // (8 * n))))
+        srank = np.full(n_dims, -1, np.int64)
+        srank[sorted_dims] = np.arange(sorted_dims.size)
+        block = np.where(use_sort, srank[scan] // per_block, -1)
+        # Inside a block: by the other dims, then the scan dim (their codes stay in cache).
+        if s == 2:
+            keys = [scan, dims[ar, 1 - tscan], block]
+        else:
+            keys = [scan] + [dims[:, j] for j in range(s - 1, -1, -1)] + [block]
+        order_pts = np.lexsort(keys)
+        bounds = np.flatnonzero(np.diff(block[order_pts])) + 1
+        bounds = np.concatenate([[0], bounds, [n_points]])
+        rows = min(per_block, sorted_dims.size)
+        order = np.empty((rows, n), np.int32)
+        vals = np.empty((rows, n), np.float32)
+        scratch_rows = 0 if self.columns.shape[0] else min(_GATHER_CHUNK, max(rows, 1))
+        scratch = np.empty((scratch_rows, n), np.float32)
+        for g in range(len(bounds) - 1):
+            pts = order_pts[bounds[g] : bounds[g + 1]]
+            b = int(block[pts[0]])
+            if b >= 0:
+                dims_b = sorted_dims[b * per_block : (b + 1) * per_block]
+                step = scratch.shape[0] or _GATHER_CHUNK
+                for j0 in range(0, dims_b.size, step):
+                    part = dims_b[j0 : j0 + step]
+                    if self.columns.shape[0]:
+                        cols = self.columns[part]
+                    else:
+                        _gather(X, part, scratch, 0)
+                        cols = scratch
+                    for j in range(part.size):
+                        o = np.argsort(cols[j])
+                        order[j0 + j] = o
+                        vals[j0 + j] = cols[j][o]
+            sslot = np.where(use_sort[pts], srank[scan[pts]] - max(b, 0) * per_block, -1)
+            kernel(pts, sslot, order, vals)
+
+
+def prepare(X):
+    """The per-matrix data of the compiled engine (:class:`Prepared`, a callable engine).
+
+    Build it once for ``X`` before forking workers, and give them the result: they share its
+    codes (a quarter of the size of ``X``) instead of each building its own.
+    """
+    return Prepared(X)
+
+
+def accumulate_numba(X, dims, coords, coverage, penalty, *, k, exp, shift, progress=None):
+    """Apply the score law to a block of points; same contract and results as
+    :func:`zcore.core.engine.accumulate_numpy`.
+
+    Parameters
+    ----------
+    X : ndarray of shape (N, D), float32, C-contiguous
+    dims : ndarray of shape (P, sample_dim), integer
+    coords : ndarray of shape (P, sample_dim), float64
+    coverage, penalty : ndarray of shape (N,), int64
+        Accumulators, updated in place (``penalty`` in units of ``2**-shift``).
+    k : int
+        Number of redundancy neighbours, ``1 <= k <= N - 2``.
+    exp : float
+        Redundancy exponent.
+    shift : int
+        Fixed-point bits, see :func:`zcore.core.engine.fixed_point_shift`.
+    progress : callable, optional
+        Called with the number of points processed since the last call.
+
+    Notes
+    -----
+    Each call prepares ``X`` (:func:`prepare`: one pass over ``X``). To score blocks of points of
+    the same matrix, or in several forked workers, call ``accumulate_numba.prepare(X)`` once and
+    use the returned callable, which has this same signature.
+    """
+    if not AVAILABLE:
+        raise ImportError("the numba engine needs numba: pip install numba")
+    if len(dims) == 0:
+        return
+    Prepared(X).accumulate(
+        X, dims, coords, coverage, penalty, k=k, exp=exp, shift=shift, progress=progress
+    )
+
+
+accumulate_numba.prepare = prepare
+
+
+#: Exponents that numpy's ``**`` computes by another ufunc than ``power`` (square, sqrt...).
+_SPECIAL_POWERS = (-1, 0, 0.5, 1, 2)
+
+
+def _power(x, exp, out):
+    """``x ** exp`` exactly as numpy's operator computes it, into ``out`` when that is the same
+    ufunc (``power``): no fresh memory per batch."""
+    if exp in _SPECIAL_POWERS:
+        return x**exp
+    return np.power(x, exp, out=out)
+
+
+class _Workspace:
+    """Buffers of the penalty computation, reused across batches (fresh multi-MB temporaries
+    would cost page faults and page zeroing at every batch)."""
+
+    def __init__(self, rows, width, k):
+        self.ordered = np.empty((rows, width))
+        self.top = np.empty((rows, k))
+        self.top_w = np.empty((rows, k))
+        self.ratio = np.empty((rows, width))
+        self.w = np.empty((rows, width))
+        self.ties = np.empty(width, np.int64)
+
+
+def _apply_penalties(dist, idx, penalty, k, exp, shift, one, ws):
+    """Add the fixed-point penalties of a batch of redundancy searches.
+
+    Row ``r`` of ``dist``/``idx`` holds a superset of search ``r``'s ``k`` best neighbours, in any
+    order (padded with ``inf``). The weights follow :func:`zcore.core.engine.penalty_weights` to the
+    bit: the elementwise ``(d_min / d) ** exp`` is computed by numpy (whose ``**`` may use SIMD math
+    that a compiled ``pow`` does not reproduce), and its normalising sum is numpy's sum over the
+    ``k`` best in increasing distance (the order of the numpy engine: the sum depends on the order,
+    each weight does not).
+    """
+    rows = dist.shape[0]
+    ordered = ws.ordered[:rows]
+    np.copyto(ordered, dist)
+    ordered.sort(axis=1)
+    kth = np.ascontiguousarray(ordered[:, k - 1])
+    dmin = ordered[:, :1]
+    live = dmin[:, 0] > 0.0
+    if live.all():
+        top = ws.top[:rows]
+        np.copyto(top, ordered[:, :k])
+        ratio = np.divide(top[:, :1], top, out=ws.top_w[:rows])
+        sums = _power(ratio, exp, ws.top[:rows]).sum(axis=1)
+        w = _power(np.divide(dmin, dist, out=ws.ratio[:rows]), exp, ws.w[:rows])
+    else:
+        w = np.zeros(dist.shape)
+        sums = np.ones(rows)
+        if live.any():
+            top = np.ascontiguousarray(ordered[live, :k])
+            sums[live] = ((top[:, :1] / top) ** exp).sum(axis=1)
+            w[live] = (dmin[live] / dist[live]) ** exp
+    _add_penalties(penalty, dist, idx, kth, w, sums, k, np.ldexp(1.0, shift), one, ws.ties)
+
+
+def warmup():
+    """Compile (or load from numba's cache) every kernel variant on a tiny problem: values from a
+    column-major copy, from rows of ``X``, and from a gathered column; sample_dim 1, 2 and 3."""
+    if not AVAILABLE:
+        return
+    global SORT_MIN_POINTS, COLUMNS_BUDGET, COLUMN_MIN_POINTS
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 4)).astype(np.float32)
+    saved = SORT_MIN_POINTS, COLUMNS_BUDGET, COLUMN_MIN_POINTS
+    try:
+        SORT_MIN_POINTS, COLUMN_MIN_POINTS = 8, 4
+        for columns in (COLUMNS_BUDGET, 0):
+            COLUMNS_BUDGET = columns
+            for s in (1, 2, 3):
+                dims = np.array([[0, 1, 2][:s]] * 20 + [[3, 0, 1][:s]] * 2, dtype=np.int32)
+                coords = rng.normal(size=dims.shape)
+                cov = np.zeros(40, np.int64)
+                pen = np.zeros(40, np.int64)
+                accumulate_numba(X, dims, coords, cov, pen, k=5, exp=4.0, shift=30)
+    finally:
+        SORT_MIN_POINTS, COLUMNS_BUDGET, COLUMN_MIN_POINTS = saved
