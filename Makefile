@@ -38,6 +38,10 @@ data-deps:
 benchmark-quality: install data-deps
 	$(PY) benchmarks/quality.py
 
+# Engine vs the straightforward implementation (see README, Performance).
+benchmark-scoring: install
+	$(PY) benchmarks/bench_scoring.py --n 10000 50000 --workers 1 2 --baseline-seconds 30
+
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
