@@ -56,6 +56,7 @@ to fixed point is the same float64 operations as :func:`~zcore.core.engine.to_fi
 """
 
 import math
+import os
 
 import numpy as np
 
@@ -91,18 +92,52 @@ _EXTRA = 64
 _CELLS = 4096
 
 
-def _jit(func):
+def _cache_dir():
+    """Where compiled kernels are cached, one folder per module name (or ``None``: no cache).
+
+    numba's cache pickles a reference to the module that compiled a kernel. This package is
+    imported under two names — ``zcore...`` from Python and ``fiftyone.plugins...`` when FiftyOne
+    loads the plugin — and a cache written under one name fails to load under the other
+    (``ModuleNotFoundError`` in the App server). Keying the folder by ``__name__`` keeps them apart.
+    """
+    tag = "".join(c if c.isalnum() or c in "._-" else "_" for c in __name__)
+    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "__pycache__")
+    for base in (here, os.path.join(os.path.expanduser("~"), ".cache", "zcore")):
+        path = os.path.join(base, "numba", tag)
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(path, os.W_OK):
+            return path
+    return None
+
+
+_CACHE_DIR = _cache_dir() if numba is not None else None
+
+
+def _njit(func, **options):
     if numba is None:
         return func
-    return numba.njit(cache=True, nogil=True)(func)
+    if _CACHE_DIR is None:
+        return numba.njit(cache=False, nogil=True, **options)(func)
+    # numba picks a cache folder when a function is decorated: point it at ours for that moment.
+    saved = numba.config.CACHE_DIR
+    numba.config.CACHE_DIR = _CACHE_DIR
+    try:
+        return numba.njit(cache=True, nogil=True, **options)(func)
+    finally:
+        numba.config.CACHE_DIR = saved
+
+
+def _jit(func):
+    return _njit(func)
 
 
 def _jit_inline(func):
     """For small helpers called in hot loops: inlined in numba's IR, so that passing arrays
     costs no reference counting (atomic operations) per call."""
-    if numba is None:
-        return func
-    return numba.njit(cache=True, nogil=True, inline="always")(func)
+    return _njit(func, inline="always")
 
 
 # ----------------------------------------------------------------------------------------------
