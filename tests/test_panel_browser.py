@@ -12,108 +12,54 @@ Needs ``make browser-deps``; skipped otherwise. ``ZCORE_UPDATE_SCREENSHOTS=1`` c
 screenshot to ``assets/app_panel.png``.
 """
 
-import json
-import os
-import shutil
-import subprocess
-import sys
-
 import numpy as np
 import pytest
-from test_app_browser import (
-    _SERVE,
-    BROWSER_DIR,
-    CHROMIUM,
-    CLASSES,
-    N,
-    _free_port,
-    _stop,
-    _wait_for_app,
-)
-from test_app_browser import pytestmark as _browser_marks
+from app_browser import BROWSER_MARKS, keep_screenshots, run_script, serve_app, textile_files
 
 import zcore
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(BROWSER_DIR, "panel_test.mjs")
+N = 40
 VIEW_NAME = "panel_coreset"
 FAST = {"n_samples": 400, "redund_nn": 10}
 
-pytestmark = _browser_marks
-
-
-def _scored_textiles(name):
-    import conformal_clip_data
-    import fiftyone as fo
-    from PIL import Image
-
-    root = conformal_clip_data.textile_simulated_root()
-    per_class = [N // len(CLASSES) + (i < N % len(CLASSES)) for i in range(len(CLASSES))]
-    samples = []
-    for label, k in zip(CLASSES, per_class, strict=True):
-        folder = os.path.join(root, label)
-        files = sorted(f for f in os.listdir(folder) if f.lower().endswith(".jpg"))[:k]
-        for f in files:
-            path = os.path.join(folder, f)
-            pixels = Image.open(path).convert("L").resize((16, 16), Image.BILINEAR)
-            samples.append(
-                fo.Sample(
-                    filepath=path,
-                    ground_truth=fo.Classification(label=label),
-                    pixels=np.asarray(pixels, dtype=np.float32).ravel() / 255.0,
-                )
-            )
-    ds = fo.Dataset(name, overwrite=True)
-    ds.add_samples(samples)
-    zcore.compute_zcore(ds, embeddings="pixels", seed=0, component_fields=True, **FAST)
-    zcore.compute_zcore(ds, embeddings="pixels", score_field="zcore_seed1", seed=1, **FAST)
-    return ds
+pytestmark = BROWSER_MARKS
 
 
 @pytest.fixture
 def app(tmp_path):
-    ds = _scored_textiles("zcore-panel-textiles")
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    log_path = tmp_path / "app_server.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", _SERVE, ds.name, str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=dict(os.environ),
-            cwd=str(tmp_path),
+    """(dataset, App URL): 40 real images with pixel embeddings and two ZCore score fields."""
+    import fiftyone as fo
+    from PIL import Image
+
+    ds = fo.Dataset("zcore-panel-textiles", overwrite=True)
+    samples = []
+    for path, label in textile_files(N):
+        pixels = Image.open(path).convert("L").resize((16, 16), Image.BILINEAR)
+        samples.append(
+            fo.Sample(
+                filepath=path,
+                ground_truth=fo.Classification(label=label),
+                pixels=np.asarray(pixels, dtype=np.float32).ravel() / 255.0,
+            )
         )
-    try:
-        _wait_for_app(url, proc, log_path)
+    ds.add_samples(samples)
+    zcore.compute_zcore(ds, embeddings="pixels", seed=0, component_fields=True, **FAST)
+    zcore.compute_zcore(ds, embeddings="pixels", score_field="zcore_seed1", seed=1, **FAST)
+    with serve_app(ds, tmp_path) as url:
         yield ds, url
-    finally:
-        _stop(proc)
-        if not ds.deleted:
-            ds.delete()
 
 
 def test_coreset_panel_in_the_app(app, tmp_path):
     ds, url = app
     shots = tmp_path / "screenshots"
-    env = dict(
-        os.environ,
+    result = run_script(
+        "panel_test.mjs",
+        shots,
+        timeout=150,
         ZCORE_APP_URL=url,
         ZCORE_DATASET=ds.name,
-        ZCORE_SHOTS_DIR=str(shots),
         ZCORE_VIEW_NAME=VIEW_NAME,
-        CHROMIUM_PATH=CHROMIUM,
     )
-    try:
-        out = subprocess.run(
-            ["node", SCRIPT], cwd=BROWSER_DIR, env=env, capture_output=True, text=True, timeout=150
-        )
-    except subprocess.TimeoutExpired as e:
-        pytest.fail(f"browser script timed out:\n{e.stdout}\n{e.stderr}\nartifacts: {shots}")
-    print(out.stdout)
-    assert out.returncode == 0, f"{out.stdout}\n{out.stderr}\nartifacts: {shots}"
-    line = next(x for x in out.stdout.splitlines() if x.startswith("RESULT "))
-    result = json.loads(line[len("RESULT ") :])
     assert result["page_errors"] == []
 
     # The counts the panel showed are select_coreset's.
@@ -136,7 +82,4 @@ def test_coreset_panel_in_the_app(app, tmp_path):
     b = set(zcore.select_coreset(ds, score_field="zcore_seed1", size=size).values("id"))
     assert result["overlap"].startswith(f"Overlap: {len(a & b)} ")
 
-    shot = shots / "app_panel.png"
-    assert shot.stat().st_size > 10_000
-    if os.environ.get("ZCORE_UPDATE_SCREENSHOTS"):
-        shutil.copyfile(shot, os.path.join(ROOT, "assets", "app_panel.png"))
+    keep_screenshots(shots, ["app_panel.png"])
