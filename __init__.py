@@ -105,6 +105,15 @@ class ComputeZcore(foo.Operator):
             default=1,
             min=1,
         )
+        inputs.str(
+            "device",
+            label="GPU device (optional)",
+            description=(
+                "Leave empty to score on the CPU with the compiled engine; e.g. 'cuda' scores with "
+                "the torch engine on a GPU (same scores)"
+            ),
+            required=False,
+        )
 
         inputs.bool(
             "save_coreset",
@@ -170,6 +179,7 @@ class ComputeZcore(foo.Operator):
             component_fields=bool(p.get("component_fields", False)),
             use_multiprocessing=use_mp,
             num_workers=num_workers if use_mp else None,
+            device=p.get("device") or None,
             batch_size=p.get("batch_size", _DEFAULTS["batch_size"]),
             progress=progress,
         )
@@ -282,20 +292,30 @@ class SelectCoreset(foo.Operator):
         inputs.enum("score_field", fields, default=default, label="Score field", view=choices)
         score_field = ctx.params.get("score_field") or default
         n_scored = view.exists(score_field).count()
+        method = _method_inputs(ctx, inputs, view)
         _size_inputs(ctx, inputs, n_scored)
 
         kwargs = _size_kwargs(ctx.params)
-        try:
-            n_keep = zc.select_coreset(view, score_field=score_field, **kwargs).count()
+        if method == "topk" and ctx.params.get("dedup_threshold") is None:
+            try:
+                n_keep = zc.select_coreset(view, score_field=score_field, **kwargs).count()
+                inputs.view(
+                    "preview",
+                    types.Notice(
+                        label=f"{n_keep:,} of {n_scored:,} scored samples will be kept "
+                        f"(highest '{score_field}' first)"
+                    ),
+                )
+            except ValueError as e:
+                inputs.view("preview", types.Error(label=str(e)))
+        else:
             inputs.view(
                 "preview",
                 types.Notice(
-                    label=f"{n_keep:,} of {n_scored:,} scored samples will be kept "
-                    f"(highest '{score_field}' first)"
+                    label=f"Method '{method}' runs when you execute; the selection is recorded "
+                    "as a run (see docs/selection.md)"
                 ),
             )
-        except ValueError as e:
-            inputs.view("preview", types.Error(label=str(e)))
 
         inputs.str(
             "view_name",
@@ -313,7 +333,9 @@ class SelectCoreset(foo.Operator):
         view = ctx.target_view()
         p = ctx.params
         score_field = p.get("score_field") or zc.DEFAULT_SCORE_FIELD
-        coreset = zc.select_coreset(view, score_field=score_field, **_size_kwargs(p))
+        coreset = zc.select_coreset(
+            view, score_field=score_field, **_size_kwargs(p), **_method_kwargs(ctx, p)
+        )
         view_name = p.get("view_name") or None
         tag = p.get("tag") or None
         count = zc.save_coreset(
@@ -522,6 +544,127 @@ def _size_inputs(ctx, inputs, n):
         )
     else:
         inputs.float("threshold", label="Keep scores >=", default=0.5)
+
+
+_METHOD_CHOICES = (
+    ("topk", "Top scores", "The highest scores (the original ZCore selection)"),
+    (
+        "cluster_balanced",
+        "Cluster-balanced",
+        "k-means on the embeddings, a quota per cluster, the best scores inside each",
+    ),
+    (
+        "stratified",
+        "Score-stratified (CCS)",
+        "Equal-width score strata, the budget spread evenly over them",
+    ),
+    (
+        "hierarchical_kmeans",
+        "Hierarchical k-means",
+        "Balanced sampling over multi-level k-means clusters (concepts)",
+    ),
+    ("target", "Near a target (SimCore)", "The samples most similar to a saved view"),
+)
+_METHODS_NEEDING_EMBEDDINGS = ("cluster_balanced", "hierarchical_kmeans", "target")
+
+
+def _method_inputs(ctx, inputs, view):
+    """Method choice and its key options; returns the chosen method."""
+    method_view = types.DropdownView()
+    for key, label, description in _METHOD_CHOICES:
+        method_view.add_choice(key, label=label, description=description)
+    keys = [c[0] for c in _METHOD_CHOICES]
+    inputs.enum("method", keys, default="topk", label="Method", view=method_view)
+    p = ctx.params
+    method = p.get("method") or "topk"
+    if method == "cluster_balanced":
+        inputs.int(
+            "n_clusters",
+            label="Clusters (k)",
+            description="Empty: round(sqrt(kept samples)), between 2 and 100",
+            required=False,
+            min=1,
+        )
+        inputs.enum("quota", ["proportional", "equal"], default="proportional", label="Quota")
+        inputs.enum(
+            "keep",
+            ["high", "low", "random", "closest"],
+            default="high",
+            label="Inside a cluster keep",
+        )
+    elif method == "stratified":
+        inputs.float("beta", label="Drop this fraction first", default=0.0, min=0.0, max=1.0)
+        inputs.enum("drop", ["low", "high"], default="low", label="Drop which end of the scores")
+    elif method == "hierarchical_kmeans":
+        inputs.enum(
+            "inside", ["random", "closest", "score"], default="random", label="Inside a leaf"
+        )
+    elif method == "target":
+        names = view._root_dataset.list_saved_views()
+        if names:
+            inputs.enum("target_view", names, label="Target (a saved view)", required=True)
+        else:
+            inputs.view("no_target", types.Warning(label="Save a view of the target samples first"))
+    needs_embeddings = method in _METHODS_NEEDING_EMBEDDINGS
+    inputs.float(
+        "dedup_threshold",
+        label="Remove near-duplicates first (distance)",
+        description="L2 distance between normalised embeddings, e.g. 0.05; empty: no removal. "
+        "The duplicates are saved as a view",
+        required=False,
+        min=0.0,
+        max=2.0,
+    )
+    if needs_embeddings or p.get("dedup_threshold") is not None:
+        fields = _vector_fields(view)
+        if fields:
+            inputs.enum(
+                "embeddings", fields, default=fields[0], label="Embeddings field", required=True
+            )
+        else:
+            inputs.view("no_vectors", types.Error(label="This method needs a vector field"))
+    if method != "topk" or p.get("dedup_threshold") is not None:
+        inputs.int(
+            "seed", label="Seed", description="Empty: a fresh one (recorded)", required=False
+        )
+        inputs.str(
+            "run_key",
+            label="Run key",
+            description=f"Empty: coreset_{method}",
+            required=False,
+        )
+    return method
+
+
+_METHOD_OPTIONS = {
+    "cluster_balanced": {"n_clusters": None, "quota": "proportional", "keep": "high"},
+    "stratified": {"beta": 0.0, "drop": "low"},
+    "hierarchical_kmeans": {"inside": "random"},
+    "target": {},
+    "topk": {},
+}
+
+
+def _method_kwargs(ctx, params):
+    """select_coreset keyword arguments of the method part of the form (defaults applied)."""
+    method = params.get("method") or "topk"
+    dedup = params.get("dedup_threshold")
+    if method == "topk" and dedup is None:
+        return {}
+    kw = {"method": method, "overwrite": bool(params.get("overwrite", False))}
+    for name, default in _METHOD_OPTIONS.get(method, {}).items():
+        value = params.get(name, default)
+        if value is not None:
+            kw[name] = value
+    for name in ("embeddings", "seed", "run_key", "dedup_threshold"):
+        if params.get(name) is not None and params.get(name) != "":
+            kw[name] = params[name]
+    if method == "target":
+        name = params.get("target_view")
+        if not name:
+            raise ValueError("method 'target' needs target_view: the name of a saved view")
+        kw["target"] = ctx.dataset.load_saved_view(name)
+    return kw
 
 
 def _size_kwargs(params):

@@ -23,6 +23,17 @@ Protocol (fixed; see ``benchmarks/results/quality.md`` for the numbers it produc
   - ``cluster-balanced``: k-means (k=50) on the embeddings, an equal quota per cluster (quota
     left unused by small clusters is redistributed to the others), uniform sampling inside each
     cluster.
+  - the selection methods of ``zcore.core.methods``, each called with its documented defaults
+    (added after the first publication; same pool, caches, learners and seeds):
+    ``zcore-cluster-balanced`` (``cluster_balanced`` on the ``zcore-10`` scores),
+    ``zcore-stratified`` (``stratified``, CCS, on the ``zcore-10`` scores),
+    ``hierarchical-kmeans`` (``hierarchical_kmeans``, no scores), ``simcore-target``
+    (``target``, SimCore, towards a target set of ``target_size`` = 1,000 other, unlabelled
+    training images outside the pool) and ``kmeans-closest`` (``cluster_balanced`` without
+    scores, ``keep="closest"``, ``quota="equal"``, k = min(K, 1000): the samples closest to
+    the centroids of k-means clusters, TypiClust-like; the k-means labels of seed ``s`` are
+    shared by the prune rates with the same k); run ``s`` uses selection seed ``s`` (and ZCore
+    scoring seed ``s``).
 * **Learners**, trained on the K selected images only, evaluated on the full test set:
 
   1. linear probe: logistic regression (L2, C=1, lbfgs, at most 200 iterations) on embeddings
@@ -103,7 +114,22 @@ METHODS = (
     "brain-uniqueness",
     "brain-representativeness",
     "cluster-balanced",
+    "zcore-cluster-balanced",
+    "zcore-stratified",
+    "hierarchical-kmeans",
+    "simcore-target",
+    "kmeans-closest",
 )
+# benchmark rows that call zcore.core.methods (with the methods' defaults): row -> method name
+CORE_METHODS = {
+    "zcore-cluster-balanced": "cluster_balanced",
+    "zcore-stratified": "stratified",
+    "hierarchical-kmeans": "hierarchical_kmeans",
+    "simcore-target": "target",
+    "kmeans-closest": "cluster_balanced",
+}
+KMEANS_CLOSEST_MAX_K = 1000  # kmeans-closest: k = min(K, 1000) clusters
+_USES_ZCORE_SCORES = ("zcore-cluster-balanced", "zcore-stratified")
 LEARNERS = ("linear_probe", "cnn")
 PIXEL_MEAN, PIXEL_STD = 0.2860, 0.3530  # Fashion-MNIST training-set statistics
 
@@ -123,6 +149,7 @@ class Config:
     zcore_points: tuple = (10, 100)  # points per sample of the two ZCore methods
     zcore_100_scoring_seeds: int = 3  # scoring seeds of the costly ZCore method (1M points each)
     n_clusters: int = 50
+    target_size: int = 1000  # unlabelled training images outside the pool (simcore-target)
     lp_C: float = 1.0
     lp_max_iter: int = 200
     cnn_batch: int = 64
@@ -147,6 +174,7 @@ class Config:
             random_seeds=2,
             method_seeds=1,
             n_clusters=10,
+            target_size=100,
             cnn_min_steps=15,
             cnn_max_steps=15,
             stability_points=(10, 30),
@@ -209,6 +237,13 @@ def draw_pool(n_train, pool, seed):
         raise ValueError(f"pool must be between 3 and {n_train}, got {pool}")
     rng = np.random.default_rng(seed)
     return np.sort(rng.choice(n_train, size=pool, replace=False))
+
+
+def draw_target(n_train, pool_idx, size, seed):
+    """Sorted training indices outside the pool: the unlabelled target set of simcore-target."""
+    rng = np.random.default_rng(seed + 2)
+    rest = np.setdiff1d(np.arange(n_train), pool_idx)
+    return np.sort(rng.choice(rest, size=min(size, len(rest)), replace=False))
 
 
 def draw_test(n_test, test_size, seed):
@@ -492,6 +527,12 @@ def run_benchmark(cfg, log=print, prepare_only=False, selections=None):
     X, t1 = cached_embeddings(cfg, key, imgs, log)
     Xte, t2 = cached_embeddings(cfg, test_key, imgs_te, log)
     timings["embedding_s"] = t1 + t2
+    Xtarget = None
+    if "simcore-target" in cfg.methods:
+        target_idx = draw_target(len(xtr_all), pool_idx, cfg.target_size, cfg.seed)
+        target_key = f"fmnist_target{len(target_idx)}_seed{cfg.seed}_img{cfg.image_size}"
+        Xtarget, t3 = cached_embeddings(cfg, target_key, xtr_all[target_idx], log)
+        timings["embedding_s"] += t3
     zcore_costs = {}  # what each ZCore scoring cost when it was computed (cached or not)
 
     # 2. scores of the score-based methods
@@ -499,9 +540,10 @@ def run_benchmark(cfg, log=print, prepare_only=False, selections=None):
     scores = {}  # (method, scoring seed) -> scores
     run_seeds = {m: list(range(cfg.method_seeds)) for m in cfg.methods}
     run_seeds["random"] = list(range(cfg.random_seeds))
-    for method in cfg.methods:
-        if not method.startswith("zcore-"):
-            continue
+    scored_methods = [m for m in cfg.methods if _is_zcore_scoring(m)]
+    if any(m in _USES_ZCORE_SCORES for m in cfg.methods) and "zcore-10" not in scored_methods:
+        scored_methods.append("zcore-10")
+    for method in scored_methods:
         pps = int(method.split("-")[1])
         n_scoring = cfg.method_seeds
         if pps >= 100:
@@ -531,11 +573,38 @@ def run_benchmark(cfg, log=print, prepare_only=False, selections=None):
         timings["kmeans_s"] = time.perf_counter() - tk
     log(f"scores ready in {time.perf_counter() - t0:.1f}s")
 
+    closest_labels = {}  # (k, seed) -> k-means labels of kmeans-closest
+
+    def select_core(method, keep, s):
+        from zcore.core.methods import kmeans
+        from zcore.core.methods import select as core_select
+
+        tc = time.perf_counter()
+        kw = {"target_embeddings": Xtarget} if method == "simcore-target" else {}
+        if method == "kmeans-closest":
+            k = min(keep, KMEANS_CLOSEST_MAX_K)
+            if (k, s) not in closest_labels:
+                closest_labels[(k, s)] = kmeans(X, k, seed=s)[0]
+            kw = {"keep": "closest", "quota": "equal", "labels": closest_labels[(k, s)]}
+        idx = core_select(
+            CORE_METHODS[method],
+            keep,
+            scores=scores[("zcore-10", s)] if method in _USES_ZCORE_SCORES else None,
+            embeddings=X,
+            seed=s,
+            **kw,
+        )
+        key_t = f"select_{method}_s"
+        timings[key_t] = timings.get(key_t, 0.0) + time.perf_counter() - tc
+        return np.sort(idx)
+
     def select(method, keep, s):
         if method == "random":
             return select_random(N, keep, s)
         if method == "cluster-balanced":
             return select_cluster_balanced(labels[s], keep, s)
+        if method in CORE_METHODS:
+            return select_core(method, keep, s)
         if (method, s) in scores:
             return select_top(scores[(method, s)], keep)
         return select_top(scores[(method, 0)], keep)  # deterministic / single scoring seed
@@ -606,7 +675,7 @@ def run_benchmark(cfg, log=print, prepare_only=False, selections=None):
             str(p): _overlap(a, b, n_keep(sub_n, p)) for p in cfg.prune_rates
         }
     for method in cfg.methods:
-        if method.startswith("zcore-") and (method, 1) in scores:
+        if _is_zcore_scoring(method) and (method, 1) in scores:
             a, b = scores[(method, 0)], scores[(method, 1)]
             stability["full_pool"][method.split("-")[1]] = {
                 str(p): _overlap(a, b, n_keep(N, p)) for p in cfg.prune_rates
@@ -636,6 +705,11 @@ def run_benchmark(cfg, log=print, prepare_only=False, selections=None):
         "zcore_scoring_costs_s": {k: None if np.isnan(v) else v for k, v in zcore_costs.items()},
         "environment": _environment(),
     }
+
+
+def _is_zcore_scoring(method):
+    """``zcore-<points per sample>``: a top-K ZCore row that needs its own scores."""
+    return method.startswith("zcore-") and method.split("-")[1].isdigit()
 
 
 def _overlap(a, b, keep):
@@ -781,6 +855,11 @@ _SEED_NOTES = {
     "brain-uniqueness": " (CNN seeds; the selection is deterministic)",
     "brain-representativeness": " (CNN seeds; the selection is deterministic)",
     "cluster-balanced": " (k-means, in-cluster sampling and CNN seed)",
+    "zcore-cluster-balanced": " (ZCore scoring, selection and CNN seed)",
+    "zcore-stratified": " (ZCore scoring, selection and CNN seed)",
+    "hierarchical-kmeans": " (selection and CNN seed)",
+    "simcore-target": " (selection and CNN seed; the target set is fixed)",
+    "kmeans-closest": " (k-means and CNN seed)",
 }
 
 
@@ -798,7 +877,16 @@ def plot(res, path):
             means = [100 * res["results"][m][str(p)][learner]["mean"] for p in rates]
             stds = [100 * res["results"][m][str(p)][learner]["std"] for p in rates]
             x = np.asarray(rates, dtype=float) + (i - len(cfg["methods"]) / 2) * 0.25
-            ax.errorbar(x, means, yerr=stds, marker="o", ms=3, capsize=2, label=m)
+            ax.errorbar(
+                x,
+                means,
+                yerr=stds,
+                marker="o",
+                ms=3,
+                capsize=2,
+                label=m,
+                color=plt.cm.tab20(i % 20),
+            )
         ax.axhline(
             100 * res["full_pool"][learner]["mean"], color="gray", ls=":", label="whole pool"
         )

@@ -53,6 +53,8 @@ def compute_zcore(
     batch_size=32,
     progress=None,
     component_fields=False,
+    engine="auto",
+    device=None,
 ):
     """Compute ZCore scores for a FiftyOne collection and store them in a sample field.
 
@@ -77,7 +79,8 @@ def compute_zcore(
         Key under which the run is recorded; defaults to ``score_field``.
     overwrite : bool, default=False
         Allow replacing an existing run with this key, or an existing ``score_field``.
-    n_samples, sample_dim, redund_nn, redund_exp, rand_init, use_multiprocessing, num_workers
+    n_samples, sample_dim, redund_nn, redund_exp, rand_init, use_multiprocessing, num_workers, \
+    engine, device
         See :func:`zcore.zcore_scores`.
     seed : int or None, default=None
         Seed of all randomness. ``None`` draws a fresh seed, which is recorded in the run so the
@@ -155,6 +158,8 @@ def compute_zcore(
             seed=seed,
             use_multiprocessing=use_multiprocessing,
             num_workers=num_workers,
+            engine=engine,
+            device=device,
             progress=_score_progress(progress),
             **{k: v for k, v in params.items() if k != "rand_init"},
         )
@@ -167,6 +172,8 @@ def compute_zcore(
             seed=seed,
             use_multiprocessing=use_multiprocessing,
             num_workers=num_workers,
+            engine=engine,
+            device=device,
             progress=_score_progress(progress),
             **params,
         )
@@ -213,11 +220,48 @@ def select_coreset(
     size=None,
     fraction=None,
     threshold=None,
+    method="topk",
+    embeddings=None,
+    target=None,
+    target_embeddings=None,
+    dedup_threshold=None,
+    seed=None,
+    run_key=None,
+    overwrite=False,
+    duplicates_view=None,
+    **method_options,
 ):
-    """A view of the highest-scoring samples, best first.
+    """A view of the coreset: by default the highest-scoring samples, best first.
 
     Exactly one of ``size``, ``fraction`` or ``threshold``. Samples without a score are never
     selected, and ``fraction`` is a fraction of the scored samples.
+
+    With the default ``method="topk"`` and no ``dedup_threshold`` this is the original behaviour
+    (nothing is recorded). Any other method (see ``docs/selection.md`` and
+    :mod:`zcore.core.methods`), or near-duplicate removal, reads the ``embeddings`` field, selects
+    the sample ids, records the selection as a run (``run_key``, default
+    ``"coreset_<method>"``; its config holds the method, options and the seed used) and returns
+    a view of the kept samples (in collection order).
+
+    Method arguments:
+
+    method : {"topk", "cluster_balanced", "stratified", "hierarchical_kmeans", "target"}
+    embeddings : str or list of str
+        Vector field(s); needed by every method but ``topk``/``stratified`` and by
+        ``dedup_threshold``.
+    target : SampleCollection, default=None
+        For ``method="target"`` (SimCore): the samples the coreset should resemble; their
+        embeddings are read from ``target_embeddings`` (default: the ``embeddings`` field).
+    dedup_threshold : float, default=None
+        Remove near-duplicates first (L2 distance between L2-normalised embeddings <= this; one
+        representative per group, the highest score). The duplicates are saved as the view
+        ``duplicates_view`` (default ``"<run_key>_duplicates"``): every member of every group,
+        group by group, representative first. The run results hold the groups (sample ids).
+    seed : int, default=None
+        Seed of the method's randomness (a fresh one, recorded, when ``None``).
+    **method_options
+        Passed to the method, e.g. ``n_clusters``, ``quota``, ``keep``, ``beta``, ``drop``,
+        ``levels``, ``inside``, ``min_similarity``.
 
     Parameters
     ----------
@@ -240,6 +284,30 @@ def select_coreset(
         it follows later re-scoring; tag the samples to freeze a selection. With ``scores``, the
         view selects the chosen sample ids.
     """
+    if method != "topk" or dedup_threshold is not None:
+        return _select_with_method(
+            sample_collection,
+            scores=scores,
+            score_field=score_field,
+            size=size,
+            fraction=fraction,
+            threshold=threshold,
+            method=method,
+            embeddings=embeddings,
+            target=target,
+            target_embeddings=target_embeddings,
+            dedup_threshold=dedup_threshold,
+            seed=seed,
+            run_key=run_key,
+            overwrite=overwrite,
+            duplicates_view=duplicates_view,
+            options=method_options,
+        )
+    if method_options or embeddings is not None or target is not None:
+        raise ValueError(
+            "embeddings, target and method options apply to methods other than 'topk' (or with "
+            f"dedup_threshold); got {sorted(method_options) or ['embeddings/target']}"
+        )
     if scores is None and _is_frame_path(sample_collection, score_field):
         return _select_frames(sample_collection, score_field, size, fraction, threshold)
     if scores is None:
@@ -266,6 +334,182 @@ def select_coreset(
         )
     idx = select_top_indices(scores, size=size, fraction=fraction, threshold=threshold)
     return sample_collection.select([ids[i] for i in idx], ordered=True)
+
+
+SELECTION_RUN_METHOD = "zcore_selection"
+_SCORE_METHODS = ("topk", "stratified")  # methods that need no embeddings
+
+
+def _needs_scores(method, options):
+    """Whether ``method`` with ``options`` cannot run without scores."""
+    if method in _SCORE_METHODS:
+        return True
+    if method == "cluster_balanced":
+        return options.get("keep", "high") != "random"
+    if method == "hierarchical_kmeans":
+        return options.get("inside") == "score"
+    return False
+
+
+def _select_with_method(
+    samples,
+    *,
+    scores,
+    score_field,
+    size,
+    fraction,
+    threshold,
+    method,
+    embeddings,
+    target,
+    target_embeddings,
+    dedup_threshold,
+    seed,
+    run_key,
+    overwrite,
+    duplicates_view,
+    options,
+):
+    """select_coreset for a method of :mod:`zcore.core.methods` (and/or near-duplicate removal):
+    validates everything, selects, then records the run and saves the duplicates view."""
+    from .core import methods as M
+
+    t0 = time.perf_counter()
+    M.get_method(method)  # unknown names fail first, with the list of valid ones
+    run_key = f"coreset_{method}" if run_key is None else run_key
+    _check_run_key(samples, run_key, overwrite)
+    if (
+        _is_frame_path(samples, score_field)
+        or _field_names(embeddings)
+        and any(f.startswith("frames.") for f in _field_names(embeddings))
+    ):
+        raise ValueError(f"method {method!r} selects samples; frame-level fields are not supported")
+    if threshold is not None and method != "topk":
+        raise ValueError(
+            f"threshold applies to method 'topk' only; pass size or fraction for {method!r}"
+        )
+    seed = _resolve_seed(seed)
+    level = _Level(samples)
+    all_ids = level.ids()
+
+    # scores: given, read from score_field, or none (methods that can do without)
+    if scores is not None:
+        s_all = np.asarray([np.nan if v is None else v for v in scores], dtype=np.float64)
+        if s_all.shape != (len(all_ids),):
+            raise ValueError(
+                f"scores has shape {s_all.shape}; expected ({len(all_ids)},), one per sample of "
+                "the collection in order"
+            )
+        scores_from = "<array>"
+    elif score_field in samples.get_field_schema(flat=True) or (
+        level.resolve(score_field) in samples.get_field_schema(flat=True)
+    ):
+        field = _check_existing_score_field(samples, level.resolve(score_field))
+        s_all = np.array([np.nan if v is None else v for v in level.read(field)], dtype=np.float64)
+        scores_from = field
+    elif _needs_scores(method, options):
+        _check_existing_score_field(samples, level.resolve(score_field))  # raises: not found
+    else:
+        s_all, scores_from = None, None
+
+    needs_emb = method not in _SCORE_METHODS or dedup_threshold is not None
+    if needs_emb and embeddings is None:
+        raise ValueError(
+            f"method {method!r}"
+            + (" with dedup_threshold" if method in _SCORE_METHODS else "")
+            + " needs embeddings=<vector field name>"
+        )
+    if method == "target" and target is None and target_embeddings is None:
+        raise ValueError("method 'target' needs target=<a collection of target samples>")
+
+    if needs_emb:
+        ids, X, fields = _load_embeddings(level, embeddings)
+        pos = {i: k for k, i in enumerate(all_ids)}
+        rows = np.fromiter((pos[i] for i in ids), dtype=np.int64, count=len(ids))
+    else:
+        ids, X, fields, rows = all_ids, None, None, np.arange(len(all_ids))
+    s = None if s_all is None else s_all[rows]
+    n_keep = resolve_size(
+        s if s is not None else np.zeros(len(ids)),
+        size=size,
+        fraction=fraction,
+        threshold=threshold,
+    )
+
+    kw = dict(options)
+    target_info = None
+    if method == "target":
+        if isinstance(target_embeddings, str) or target_embeddings is None:
+            t_field = target_embeddings or embeddings
+            if target is None or t_field is None:
+                raise ValueError("method 'target' needs target= and an embeddings field")
+            _, T, _ = _load_embeddings(_Level(target), t_field)
+            target_info = {"target_count": len(T), "target_embeddings": _field_names(t_field)}
+        else:
+            T = np.asarray(target_embeddings, dtype=np.float32)
+            target_info = {"target_count": len(T), "target_embeddings": "<array>"}
+        if len(T) == 0:
+            raise ValueError(
+                "the target collection has no samples with embeddings; method 'target' needs a "
+                "non-empty target"
+            )
+        kw["target_embeddings"] = T
+
+    dups = None
+    cand = np.arange(len(ids))
+    if dedup_threshold is not None:
+        dups = M.near_duplicates(X, dedup_threshold, scores=s)
+        cand = dups.keep
+    idx = M.get_method(method)(
+        None if s is None else s[cand],
+        None if X is None else X[cand],
+        n_keep,
+        seed=seed,
+        **kw,
+    )
+    idx = cand[idx]
+    kept_ids = [ids[i] for i in idx]
+    view = samples.select(kept_ids, ordered=True)
+
+    dup_view_name = None
+    if dups is not None and dups.n_groups:
+        dup_view_name = duplicates_view or f"{run_key}_duplicates"
+        dataset = samples._root_dataset
+        if dataset.has_saved_view(dup_view_name) and not overwrite:
+            raise ValueError(
+                f"a saved view named {dup_view_name!r} exists; pass overwrite=True or another "
+                "duplicates_view"
+            )
+        dup_ids = [ids[i] for g in dups.groups for i in g]
+        dataset.save_view(dup_view_name, samples.select(dup_ids, ordered=True), overwrite=True)
+
+    config = samples.init_run(
+        method=SELECTION_RUN_METHOD,
+        selection_method=method,
+        options={k: v for k, v in options.items()},
+        seed=seed,
+        embeddings=fields if fields is not None else None,
+        scores=scores_from,
+        size=size,
+        fraction=fraction,
+        dedup_threshold=dedup_threshold,
+        duplicates_view=dup_view_name,
+        **(target_info or {}),
+    )
+    samples.register_run(run_key, config, overwrite=overwrite)
+    results = samples.init_run_results(
+        run_key,
+        num_selected=len(kept_ids),
+        num_requested=int(n_keep),
+        num_eligible=len(ids) if s is None else int(np.count_nonzero(~np.isnan(s))),
+        seed=seed,
+        num_duplicate_groups=0 if dups is None else dups.n_groups,
+        num_duplicates_removed=0 if dups is None else dups.n_removed,
+        duplicate_groups=[] if dups is None else [[ids[i] for i in g] for g in dups.groups],
+        timings={"total_s": time.perf_counter() - t0},
+    )
+    samples.save_run_results(run_key, results, overwrite=True)
+    return view
 
 
 def save_coreset(sample_collection, view, *, view_name=None, tag=None, overwrite=False):

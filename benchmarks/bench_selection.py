@@ -1,0 +1,80 @@
+#!/usr/bin/env python
+"""How long does ``cluster_balanced`` take on a large pool? (numpy + scikit-learn only)
+
+Synthetic embeddings: ``N`` x ``D`` float32 rows (default 1,000,000 x 512) drawn as a Gaussian
+mixture — 1,000 centres ~ N(0, I), each row = a random centre + N(0, 0.5^2 I) noise — generated in
+chunks with ``numpy.random.default_rng(seed)``; the scores are U(0, 1) draws (what ZCore scores
+look like: a [0, 1] value per row). Then times
+``zcore.core.methods.cluster_balanced(scores, X, n_keep, seed=0)`` with its defaults (k =
+``clip(round(sqrt(n_keep)), 2, 100)`` -> 100, MiniBatchKMeans on a 25,600-row subsample, every row
+assigned to its nearest centre) at 90 % pruning, and checks the result.
+
+Usage::
+
+    python benchmarks/bench_selection.py                      # 1M x 512
+    python benchmarks/bench_selection.py --n 100000 --d 128   # smaller
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+
+def synthetic(n, d, seed=0, n_centers=1000, noise=0.5, chunk=100_000):
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((n_centers, d), dtype=np.float32)
+    X = np.empty((n, d), dtype=np.float32)
+    for start in range(0, n, chunk):
+        m = min(chunk, n - start)
+        block = rng.standard_normal((m, d), dtype=np.float32)
+        block *= noise
+        block += centers[rng.integers(n_centers, size=m)]
+        X[start : start + m] = block
+    return X, rng.random(n)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--n", type=int, default=1_000_000)
+    p.add_argument("--d", type=int, default=512)
+    p.add_argument("--prune", type=float, default=90.0, help="prune rate in %% (default 90)")
+    p.add_argument("--method", default="cluster_balanced")
+    p.add_argument("--json", default=None, help="also write the timings to this file")
+    args = p.parse_args(argv)
+
+    from zcore.core import methods as M
+
+    t0 = time.perf_counter()
+    X, scores = synthetic(args.n, args.d)
+    t_gen = time.perf_counter() - t0
+    n_keep = int(round((100 - args.prune) / 100 * args.n))
+    t1 = time.perf_counter()
+    idx = M.select(args.method, n_keep, scores=scores, embeddings=X, seed=0)
+    t_sel = time.perf_counter() - t1
+    assert len(idx) == n_keep and len(np.unique(idx)) == n_keep
+    out = {
+        "method": args.method,
+        "n": args.n,
+        "d": args.d,
+        "n_keep": n_keep,
+        "generate_s": round(t_gen, 1),
+        "select_s": round(t_sel, 1),
+        "cpu_count": os.cpu_count(),
+    }
+    print(json.dumps(out))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,254 @@
+"""Selection methods of zcore.core.methods (numpy + scikit-learn only)."""
+
+import numpy as np
+import pytest
+
+from zcore.core import methods as M
+
+
+def _blobs(sizes, d=8, seed=0, spread=0.05):
+    """Well-separated Gaussian blobs of the given sizes; returns (X, blob label)."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(len(sizes), d)) * 10
+    X = np.concatenate([c + spread * rng.normal(size=(n, d)) for c, n in zip(centers, sizes)])
+    lab = np.repeat(np.arange(len(sizes)), sizes)
+    return X.astype(np.float32), lab
+
+
+@pytest.fixture(scope="module")
+def data():
+    X, lab = _blobs([200, 120, 60, 15, 5])
+    scores = np.random.default_rng(1).random(len(X))
+    return X, lab, scores
+
+
+def _call(name, data, n_keep, seed=0, **kw):
+    X, _, scores = data
+    if name == "target":
+        kw.setdefault("target_embeddings", X[:40])
+    return M.select(name, n_keep, scores=scores, embeddings=X, seed=seed, **kw)
+
+
+@pytest.mark.parametrize("name", sorted(M._METHODS))
+@pytest.mark.parametrize("n_keep", [1, 37, 150, 400])
+def test_exact_count_distinct_in_range(data, name, n_keep):
+    idx = _call(name, data, n_keep)
+    assert idx.dtype == np.int64
+    assert len(idx) == n_keep
+    assert len(np.unique(idx)) == n_keep
+    assert idx.min() >= 0 and idx.max() < len(data[0])
+
+
+@pytest.mark.parametrize("name", sorted(M._METHODS))
+def test_reproducible_by_seed_and_generator(data, name):
+    a = _call(name, data, 80, seed=3)
+    b = _call(name, data, 80, seed=3)
+    np.testing.assert_array_equal(a, b)
+    c = _call(name, data, 80, seed=np.random.default_rng(3))
+    d = _call(name, data, 80, seed=np.random.default_rng(3))
+    np.testing.assert_array_equal(c, d)
+
+
+@pytest.mark.parametrize("name", ["cluster_balanced", "stratified", "hierarchical_kmeans"])
+def test_seed_changes_random_methods(data, name):
+    kw = {"keep": "random"} if name == "cluster_balanced" else {}
+    assert not np.array_equal(_call(name, data, 80, seed=0, **kw), _call(name, data, 80, 1, **kw))
+
+
+@pytest.mark.parametrize("name", sorted(M._METHODS))
+def test_more_than_available_returns_all_eligible(data, name):
+    X, _, scores = data
+    s = scores.copy()
+    s[:10] = np.nan  # missing scores are never selected
+    kw = {"target_embeddings": X[:40]} if name == "target" else {}
+    idx = M.select(name, 10_000, scores=s, embeddings=X, seed=0, **kw)
+    np.testing.assert_array_equal(np.sort(idx), np.arange(10, len(X)))
+
+
+def test_zero_keep(data):
+    for name in M._METHODS:
+        assert len(_call(name, data, 0)) == 0
+
+
+def test_topk_is_select_top_indices(data):
+    from zcore import select_top_indices
+
+    _, _, scores = data
+    np.testing.assert_array_equal(
+        M.topk(scores, None, 50, seed=0), select_top_indices(scores, size=50)
+    )
+    low = M.topk(scores, None, 5, keep="low")
+    np.testing.assert_array_equal(low, np.argsort(scores)[:5])
+
+
+def test_unknown_method_lists_valid_names():
+    with pytest.raises(ValueError, match="cluster_balanced.*hierarchical_kmeans.*stratified"):
+        M.select("nope", 3, scores=np.ones(5))
+
+
+# --- quotas ---------------------------------------------------------------------------------
+
+
+def test_fill_quotas_equal_redistributes():
+    rng = np.random.default_rng(0)
+    q = M.fill_quotas([2, 3, 50], 30, rng)
+    np.testing.assert_array_equal(q, [2, 3, 25])
+    q = M.fill_quotas([10, 10, 10], 10, rng)
+    assert q.sum() == 10 and q.max() - q.min() <= 1
+    assert M.fill_quotas([1, 2], 10, rng).tolist() == [1, 2]
+
+
+def test_fill_quotas_proportional():
+    q = M.fill_quotas([100, 300, 600], 100, np.random.default_rng(0), weights=[100, 300, 600])
+    np.testing.assert_array_equal(q, [10, 30, 60])
+
+
+def test_cluster_balanced_equal_quota_with_small_clusters(data):
+    X, lab, scores = data
+    # labels given: the blobs (sizes 200, 120, 60, 15, 5); 100 = 20 each, the two small blobs
+    # can only give 15 and 5, the rest goes equally to the three big ones
+    idx = M.cluster_balanced(scores, None, 100, labels=lab, quota="equal", seed=0)
+    counts = np.bincount(lab[idx], minlength=5)
+    assert counts[3] == 15 and counts[4] == 5
+    assert sorted(counts[:3].tolist()) == [26, 27, 27]
+    # inside each cluster the highest scores are kept
+    for c in range(3):
+        members = np.flatnonzero(lab == c)
+        best = members[np.argsort(-scores[members])[: counts[c]]]
+        assert set(best) == set(idx[lab[idx] == c])
+
+
+def test_cluster_balanced_keep_low_and_proportional(data):
+    X, lab, scores = data
+    idx = M.cluster_balanced(scores, None, 40, labels=lab, quota="proportional", keep="low")
+    counts = np.bincount(lab[idx], minlength=5)
+    assert counts.sum() == 40 and abs(counts[0] - 20) <= 1 and abs(counts[1] - 12) <= 1
+    members = np.flatnonzero(lab == 0)
+    worst = members[np.argsort(scores[members])[: counts[0]]]
+    assert set(worst) == set(idx[lab[idx] == 0])
+
+
+def test_cluster_balanced_kmeans_finds_blobs(data):
+    X, lab, scores = data
+    idx = M.cluster_balanced(scores, X, 25, n_clusters=5, quota="equal", seed=0)
+    assert sorted(np.bincount(lab[idx], minlength=5).tolist()) == [5, 5, 5, 5, 5]
+    idx = M.cluster_balanced(None, X, 25, n_clusters=5, quota="equal", keep="closest", seed=0)
+    for c in range(5):  # the 5 members closest to each blob's mean
+        members = np.flatnonzero(lab == c)
+        d = ((X[members] - X[members].mean(0)) ** 2).sum(1)
+        assert len(set(members[np.argsort(d)[:5]]) & set(idx)) >= 4
+    assert sorted(np.bincount(lab[idx], minlength=5).tolist()) == [5, 5, 5, 5, 5]
+
+
+def test_cluster_balanced_without_scores_needs_random(data):
+    X, _, _ = data
+    with pytest.raises(ValueError, match="keep='random'"):
+        M.cluster_balanced(None, X, 10)
+    assert len(M.cluster_balanced(None, X, 10, keep="random", seed=0)) == 10
+
+
+def test_stratified_fills_small_strata_first_and_drops_beta():
+    # scores: 100 samples in [0, 0.1), 5 in [0.5, 0.6), 100 in [0.9, 1]
+    rng = np.random.default_rng(0)
+    s = np.concatenate(
+        [rng.uniform(0, 0.1, 100), rng.uniform(0.5, 0.6, 5), rng.uniform(0.9, 1, 100)]
+    )
+    idx = M.stratified(s, None, 45, n_strata=10, seed=0)
+    assert len(idx) == 45
+    assert np.count_nonzero((s[idx] > 0.4) & (s[idx] < 0.7)) == 5  # the small stratum, whole
+    # 40 left for the two big strata: 20 each (roughly: equal-width strata split a blob)
+    assert np.count_nonzero(s[idx] < 0.2) == 20 and np.count_nonzero(s[idx] > 0.8) == 20
+    # beta: the lowest 50% are never kept ...
+    idx = M.stratified(s, None, 50, beta=100 / 205, drop="low", seed=0)
+    assert s[idx].min() >= np.sort(s)[100]
+    # ... unless the budget needs them (the cut shrinks)
+    assert len(M.stratified(s, None, 200, beta=0.9, seed=0)) == 200
+    idx = M.stratified(s, None, 10, beta=100 / 205, drop="high", seed=0)
+    assert s[idx].max() <= np.sort(s)[104]
+
+
+def test_hierarchical_kmeans_balances_over_concepts(data):
+    X, lab, scores = data
+    idx = M.hierarchical_kmeans(scores, X, 25, levels=(5,), seed=0)
+    assert sorted(np.bincount(lab[idx], minlength=5).tolist()) == [5, 5, 5, 5, 5]
+    idx = M.hierarchical_kmeans(None, X, 25, levels=(10, 5), seed=0, inside="closest")
+    counts = np.bincount(lab[idx], minlength=5)
+    assert counts.min() >= 4 and counts.sum() == 25
+
+
+def test_target_picks_near_the_target():
+    X, lab = _blobs([100, 100, 100], seed=2)
+    T = X[lab == 1][:10] + 0.01
+    idx = M.target(None, X, 30, target_embeddings=T, seed=0)
+    assert np.all(lab[idx] == 1)
+    # the stopping rule: stop once the picks are no longer similar to the target
+    idx = M.target(None, X, 300, target_embeddings=T, min_similarity=0.9, seed=0)
+    assert 0 < len(idx) < 300 and np.all(lab[idx] == 1)
+
+
+def test_target_empty_or_mismatched_is_a_clear_error(data):
+    X, _, _ = data
+    with pytest.raises(ValueError, match="non-empty"):
+        M.target(None, X, 5, target_embeddings=np.empty((0, X.shape[1])))
+    with pytest.raises(ValueError, match="needs target_embeddings"):
+        M.target(None, X, 5)
+    with pytest.raises(ValueError, match="features"):
+        M.target(None, X, 5, target_embeddings=np.ones((3, 2)))
+
+
+@pytest.mark.parametrize("name", sorted(M._METHODS))
+def test_all_identical_embeddings(name):
+    # documented result: one cluster, so every method still returns n_keep distinct rows
+    X = np.ones((50, 4), dtype=np.float32)
+    s = np.random.default_rng(0).random(50)
+    kw = {"target_embeddings": X[:3]} if name == "target" else {}
+    idx = M.select(name, 12, scores=s, embeddings=X, seed=0, **kw)
+    assert len(np.unique(idx)) == 12
+    if name == "cluster_balanced":  # one cluster, highest scores: topk
+        np.testing.assert_array_equal(idx, np.sort(np.argsort(-s)[:12]))
+
+
+# --- near-duplicates --------------------------------------------------------------------------
+
+
+def test_near_duplicates_groups_and_representative():
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(20, 16)).astype(np.float32)
+    X = np.concatenate([base, base[:3] * 2.0, base[:1] + 1e-4])  # scaled copies: same direction
+    s = rng.random(len(X))
+    s[21] = 5.0  # the copy of row 1 is the best of its group
+    d = M.near_duplicates(X, 0.05, scores=s)
+    assert d.n_groups == 3 and d.n_removed == 4
+    groups = {frozenset(g.tolist()): int(g[0]) for g in d.groups}
+    assert groups[frozenset({1, 21})] == 21
+    assert frozenset({0, 20, 23}) in groups and frozenset({2, 22}) in groups
+    assert len(d.keep) == len(X) - 4 and 21 in d.keep and 1 not in d.keep
+    np.testing.assert_array_equal(np.sort(np.concatenate([d.keep, d.removed])), np.arange(23 + 1))
+    # no scores: the lowest index represents its group
+    assert all(g[0] == g.min() for g in M.near_duplicates(X, 0.05).groups)
+    assert M.near_duplicates(X, 0.0).n_groups == 3  # exact same direction within float error
+
+
+def test_dedup_before_selection():
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(30, 8)).astype(np.float32)
+    X = np.concatenate([base, base])  # every row twice
+    s = rng.random(60)
+    idx = M.select("topk", 30, scores=s, embeddings=X, dedup_threshold=0.01)
+    assert len(idx) == 30 and len({i % 30 for i in idx}) == 30  # one of each pair
+    idx = M.select("cluster_balanced", 40, scores=s, embeddings=X, dedup_threshold=0.01, seed=0)
+    assert len(idx) == 30  # only 30 distinct rows are left
+
+
+def test_bad_options():
+    s = np.random.default_rng(0).random(20)
+    with pytest.raises(ValueError, match="keep"):
+        M.topk(s, None, 3, keep="middle")
+    with pytest.raises(ValueError, match="needs scores"):
+        M.stratified(None, None, 3)
+    with pytest.raises(ValueError, match="beta"):
+        M.stratified(s, None, 3, beta=1.5)
+    with pytest.raises(ValueError, match="seed"):
+        M.stratified(s, None, 3, seed="x")
+    with pytest.raises(ValueError, match="n_keep"):
+        M.topk(s, None, -1)

@@ -1,0 +1,747 @@
+"""Coreset selection methods on arrays: which rows to keep (numpy + scikit-learn, no FiftyOne).
+
+Every method has the signature ``method(scores, embeddings, n_keep, *, seed=None, **options)``
+and returns an ``int64`` array of **distinct** row indices, sorted increasingly (``topk`` returns
+them best first). ``scores`` is an ``(N,)`` array (higher = keep, ``NaN`` = missing: such rows are
+never selected) or ``None`` for methods that do not need it; ``embeddings`` an ``(N, D)`` array or
+``None``. Exactly ``n_keep`` indices come back, except when fewer rows are eligible (then all of
+them) and for ``target`` when its stopping rule fires first (documented there). All randomness
+comes from ``seed`` (an int, ``None`` or a ``numpy.random.Generator``).
+
+Methods (:data:`_METHODS`):
+
+- ``topk``: the ``n_keep`` highest scores (the plugin's original behaviour);
+- ``cluster_balanced``: k-means, a quota per cluster, the best scores (or random) inside each;
+- ``stratified``: coverage-centric coreset selection (CCS, Zheng et al., ICLR 2023);
+- ``hierarchical_kmeans``: multi-level k-means with resampling and hierarchical balanced sampling
+  (after Vo et al., 2024, *Automatic data curation for self-supervised learning*);
+- ``target``: SimCore (Kim et al., CVPR 2023): the pool samples nearest to a target set.
+
+:func:`near_duplicates` finds groups of near-identical embeddings; :func:`select` can remove them
+(one representative per group) before any method.
+"""
+
+import dataclasses
+import math
+import warnings
+
+import numpy as np
+
+from .validation import check_float, check_int
+
+_KMEANS_EXACT_MAX = 20_000  # above this, MiniBatchKMeans fitted on a subsample
+_KMEANS_FIT_PER_CLUSTER = 256  # MiniBatchKMeans fit sample: this many points per cluster ...
+_KMEANS_FIT_MAX = 200_000  # ... at most this many
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def _rng(seed):
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+        raise ValueError(f"seed must be an int, None or a numpy Generator; got {seed!r}")
+    return np.random.default_rng(seed)
+
+
+def _child_seed(rng):
+    return int(rng.integers(2**31 - 1))
+
+
+def _as_scores(scores, n=None, required=False, method=""):
+    if scores is None:
+        if required:
+            raise ValueError(f"method {method!r} needs scores (e.g. ZCore scores); got None")
+        return None
+    s = np.asarray(
+        [np.nan if v is None else v for v in scores]
+        if not isinstance(scores, np.ndarray)
+        else scores,
+        dtype=np.float64,
+    )
+    if s.ndim != 1:
+        raise ValueError(f"scores must be 1-d, got shape {s.shape}")
+    if n is not None and len(s) != n:
+        raise ValueError(f"scores has {len(s)} entries but embeddings has {n} rows")
+    if np.isinf(s).any():
+        raise ValueError("scores contain infinite values")
+    return s
+
+
+def _as_embeddings(embeddings, required=False, method="", name="embeddings"):
+    if embeddings is None:
+        if required:
+            raise ValueError(f"method {method!r} needs {name} (an (N, D) array); got None")
+        return None
+    X = np.asarray(embeddings, dtype=np.float32)
+    if X.ndim != 2 or X.shape[1] < 1:
+        raise ValueError(f"{name} must be a 2-d array (N, D); got shape {X.shape}")
+    if not np.isfinite(X).all():
+        raise ValueError(f"{name} contain NaN or infinite values")
+    return np.ascontiguousarray(X)
+
+
+def _eligible(scores, X):
+    """Rows that may be selected: those with a (non-NaN) score, or all rows."""
+    if scores is not None:
+        return np.flatnonzero(~np.isnan(scores))
+    if X is not None:
+        return np.arange(len(X))
+    raise ValueError("pass scores and/or embeddings")
+
+
+def _rows(X, rows):
+    """``X[rows]``, without a copy when ``rows`` is every row."""
+    return X if len(rows) == len(X) else X[rows]
+
+
+def _check_n_keep(n_keep, n_eligible):
+    n_keep = check_int(n_keep, "n_keep", min_value=0)
+    return min(n_keep, n_eligible)
+
+
+def _check_choice(value, name, choices):
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}; got {value!r}")
+    return value
+
+
+def _all_identical(X):
+    return bool(np.all(X.max(axis=0) == X.min(axis=0)))
+
+
+def l2_normalize(X):
+    """Rows scaled to unit L2 norm (zero rows stay zero)."""
+    X = np.asarray(X, dtype=np.float32)
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    return X / np.where(norms > 0, norms, 1.0)
+
+
+def _assign(X, centers, chunk=65_536):
+    """Index of the nearest center (squared L2) of every row, in chunks."""
+    c2 = np.einsum("ij,ij->i", centers, centers)
+    out = np.empty(len(X), dtype=np.int64)
+    for start in range(0, len(X), chunk):
+        xb = X[start : start + chunk]
+        out[start : start + chunk] = np.argmin(c2[None, :] - 2.0 * (xb @ centers.T), axis=1)
+    return out
+
+
+def kmeans(X, n_clusters, seed=None):
+    """``(labels, centers)`` of k-means on ``X``.
+
+    Exact :class:`sklearn.cluster.KMeans` (k-means++, one init) up to 20,000 rows; above that,
+    :class:`sklearn.cluster.MiniBatchKMeans` fitted on a random subsample of
+    ``min(200,000, 256 k)`` rows, then every row assigned to its nearest center (chunked matrix
+    products, so memory stays bounded). ``k`` is capped at the number of rows; all-identical rows
+    give one cluster.
+    """
+    from sklearn.cluster import KMeans, MiniBatchKMeans
+    from sklearn.exceptions import ConvergenceWarning
+
+    rng = _rng(seed)
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    n = len(X)
+    k = max(1, min(int(n_clusters), n))
+    if k == 1 or _all_identical(X):
+        return np.zeros(n, dtype=np.int64), X[:1].mean(axis=0, keepdims=True)
+    with warnings.catch_warnings():
+        # duplicate rows can leave fewer distinct clusters than k: fine, some stay empty
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        if n <= _KMEANS_EXACT_MAX:
+            km = KMeans(n_clusters=k, n_init=1, random_state=_child_seed(rng)).fit(X)
+            return km.labels_.astype(np.int64), km.cluster_centers_.astype(np.float32)
+        m = min(n, max(_KMEANS_FIT_PER_CLUSTER * k, 10 * k), _KMEANS_FIT_MAX)
+        sub = X[np.sort(rng.choice(n, size=m, replace=False))] if m < n else X
+        # float64: scikit-learn's float32 distances go through a slow chunked upcast
+        sub = sub.astype(np.float64)
+        km = MiniBatchKMeans(
+            n_clusters=k,
+            batch_size=4096,
+            n_init=1,
+            max_iter=20,
+            random_state=_child_seed(rng),
+        ).fit(sub)
+        centers = km.cluster_centers_.astype(np.float32)
+    return _assign(X, centers), centers
+
+
+def fill_quotas(capacity, n_keep, rng, weights=None):
+    """Split ``n_keep`` into integer quotas ``<= capacity``, proportional to ``weights``.
+
+    ``weights=None`` gives equal shares. Quota a group cannot use (its capacity is reached) goes
+    to the other groups, again in proportion to their weights; remainders go to groups drawn at
+    random (largest fractional part first). ``sum(quotas) == min(n_keep, sum(capacity))``.
+    """
+    capacity = np.asarray(capacity, dtype=np.int64)
+    w = np.ones(len(capacity)) if weights is None else np.asarray(weights, dtype=np.float64)
+    quota = np.zeros(len(capacity), dtype=np.int64)
+    left = int(min(n_keep, capacity.sum()))
+    while left > 0:
+        open_ = np.flatnonzero((quota < capacity) & (w > 0))
+        if open_.size == 0:  # only zero-weight groups have room left: use them equally
+            open_ = np.flatnonzero(quota < capacity)
+            wo = np.ones(open_.size)
+        else:
+            wo = w[open_]
+        share = left * wo / wo.sum()
+        give = np.floor(share).astype(np.int64)
+        extra = left - int(give.sum())
+        if extra:
+            # the largest fractional parts, ties broken at random
+            frac = share - give
+            order = np.lexsort((rng.random(open_.size), -frac))
+            give[order[:extra]] += 1
+        give = np.minimum(give, capacity[open_] - quota[open_])
+        quota[open_] += give
+        left -= int(give.sum())
+    return quota
+
+
+def _pick_inside(members, q, scores, keep, rng):
+    """``q`` of ``members``: the highest / lowest scores, or at random."""
+    if q >= len(members):
+        return members
+    if keep == "random" or scores is None:
+        return rng.choice(members, size=q, replace=False)
+    s = scores[members] if keep == "high" else -scores[members]
+    order = np.lexsort((members, -s))  # best first, ties -> lower index
+    return members[order[:q]]
+
+
+def _closest(X, members, center, q):
+    """The ``q`` members closest (L2) to ``center``; ties -> lower index."""
+    if q >= len(members):
+        return members
+    diff = X[members] - center
+    d = np.einsum("ij,ij->i", diff, diff)
+    return members[np.lexsort((members, d))[:q]]
+
+
+def _groups(labels):
+    """``(group ids, list of member arrays)`` of an integer label array."""
+    order = np.argsort(labels, kind="stable")
+    ids, starts = np.unique(labels[order], return_index=True)
+    return ids, np.split(order, starts[1:])
+
+
+# --- methods ------------------------------------------------------------------------------------
+
+
+def topk(scores, embeddings, n_keep, *, seed=None, keep="high"):
+    """The ``n_keep`` highest (``keep="low"``: lowest) scores, best first; ties -> lower index.
+
+    Deterministic (``seed`` is accepted and unused). ``embeddings`` is ignored.
+    """
+    s = _as_scores(scores, required=True, method="topk")
+    _check_choice(keep, "keep", ("high", "low"))
+    cand = np.flatnonzero(~np.isnan(s))
+    n_keep = _check_n_keep(n_keep, cand.size)
+    key = -s[cand] if keep == "high" else s[cand]
+    return cand[np.lexsort((cand, key))][:n_keep].astype(np.int64)
+
+
+def default_n_clusters(n_eligible, n_keep):
+    """Default k of ``cluster_balanced``: ``clip(round(sqrt(n_keep)), 2, 100)`` (and <= N)."""
+    return int(min(n_eligible, max(2, min(100, round(math.sqrt(max(n_keep, 1)))))))
+
+
+def cluster_balanced(
+    scores,
+    embeddings,
+    n_keep,
+    *,
+    seed=None,
+    n_clusters=None,
+    quota="proportional",
+    keep="high",
+    labels=None,
+):
+    """k-means clusters of the embeddings, a quota of the budget per cluster, then the best
+    samples of each cluster.
+
+    Parameters
+    ----------
+    scores : (N,) array or None
+        Used inside clusters when ``keep`` is ``"high"``/``"low"``; ``NaN`` rows are never kept.
+        Without scores, ``keep`` must be ``"random"``.
+    embeddings : (N, D) array
+        Clustered (not needed when ``labels`` are given).
+    n_keep : int
+    seed : int, Generator or None
+        Seeds k-means, the random split of quota remainders and ``keep="random"``.
+    n_clusters : int, default=None
+        k; ``None`` -> :func:`default_n_clusters` (``clip(round(sqrt(n_keep)), 2, 100)``).
+    quota : {"equal", "proportional"}, default="proportional"
+        ``"equal"``: the same quota for every cluster, and quota a small cluster cannot use is
+        redistributed equally to the others; ``"proportional"``: quotas proportional to cluster
+        sizes (the same rule for leftovers).
+    keep : {"high", "low", "random", "closest"}, default="high"
+        Inside a cluster: the highest scores, the lowest, uniform at random, or the samples
+        closest to the cluster's centroid (the most typical; needs no scores).
+    labels : (N,) int array, default=None
+        Precomputed cluster labels (skips k-means; with ``keep="closest"``, pass the embeddings
+        too: each centroid is then its members' mean).
+
+    All-identical embeddings form a single cluster, so the method reduces to ``topk`` (or random).
+    """
+    s = _as_scores(scores)
+    X = None
+    if labels is None or embeddings is not None:
+        X = _as_embeddings(embeddings, required=True, method="cluster_balanced")
+        if s is not None and len(s) != len(X):
+            raise ValueError(f"scores has {len(s)} entries but embeddings has {len(X)} rows")
+    _check_choice(quota, "quota", ("equal", "proportional"))
+    _check_choice(keep, "keep", ("high", "low", "random", "closest"))
+    if keep == "closest" and embeddings is None:
+        raise ValueError("keep='closest' needs embeddings")
+    if s is None and keep not in ("random", "closest"):
+        raise ValueError("cluster_balanced without scores needs keep='random'")
+    rng = _rng(seed)
+    n = len(X) if X is not None else len(np.asarray(labels))
+    cand = _eligible(s, X) if X is not None else _eligible(s, np.empty((n, 0)))
+    n_keep = _check_n_keep(n_keep, cand.size)
+    if n_keep == 0:
+        return np.empty(0, dtype=np.int64)
+    if labels is None:
+        k = default_n_clusters(cand.size, n_keep) if n_clusters is None else n_clusters
+        k = check_int(k, "n_clusters", min_value=1)
+        lab, centers = kmeans(_rows(X, cand), k, seed=rng)
+    else:
+        lab = np.asarray(labels)
+        if lab.shape != (n,):
+            raise ValueError(f"labels must have shape ({n},); got {lab.shape}")
+        lab = lab[cand]
+    _, members = _groups(lab)
+    members = [cand[m] for m in members]
+    sizes = np.array([len(m) for m in members])
+    q = fill_quotas(sizes, n_keep, rng, weights=None if quota == "equal" else sizes)
+    if keep == "closest":
+        if labels is None:
+            ids, _ = _groups(lab)
+            cents = [centers[c] for c in ids]
+        else:  # precomputed labels: the centroid is the members' mean
+            cents = [X[m].mean(axis=0) for m in members]
+        picked = [_closest(X, m, c, int(qi)) for c, m, qi in zip(cents, members, q) if qi]
+    else:
+        picked = [_pick_inside(m, int(qi), s, keep, rng) for m, qi in zip(members, q) if qi]
+    return np.sort(np.concatenate(picked)).astype(np.int64)
+
+
+def stratified(
+    scores,
+    embeddings,
+    n_keep,
+    *,
+    seed=None,
+    beta=0.0,
+    drop="low",
+    n_strata=50,
+):
+    """Coverage-centric coreset selection (CCS; Zheng et al., ICLR 2023) on any score.
+
+    1. Drop the ``beta`` fraction of the eligible samples at the ``drop`` end of the score range
+       (``"low"``: the lowest scores; ``"high"``: the highest). The cut is reduced when fewer than
+       ``n_keep`` samples would remain.
+    2. Split the remaining score range into ``n_strata`` strata of equal width.
+    3. Fill the budget stratum by stratum, smallest stratum first, each getting
+       ``min(its size, budget left / strata left)``: what a small stratum cannot use goes to the
+       larger ones.
+    4. Sample uniformly at random inside each stratum.
+
+    ``embeddings`` is ignored. Equal scores everywhere give one stratum (uniform sampling).
+    """
+    s = _as_scores(scores, required=True, method="stratified")
+    beta = check_float(beta, "beta", min_value=0.0, max_value=1.0)
+    _check_choice(drop, "drop", ("low", "high"))
+    n_strata = check_int(n_strata, "n_strata", min_value=1)
+    rng = _rng(seed)
+    cand = np.flatnonzero(~np.isnan(s))
+    n_keep = _check_n_keep(n_keep, cand.size)
+    if n_keep == 0:
+        return np.empty(0, dtype=np.int64)
+    n_drop = min(int(math.floor(beta * cand.size)), cand.size - n_keep)
+    if n_drop:
+        key = s[cand] if drop == "low" else -s[cand]
+        order = np.lexsort((cand, key))
+        cand = np.sort(cand[order[n_drop:]])
+    v = s[cand]
+    lo, hi = float(v.min()), float(v.max())
+    if hi > lo:
+        stratum = np.minimum(((v - lo) / (hi - lo) * n_strata).astype(np.int64), n_strata - 1)
+    else:
+        stratum = np.zeros(len(v), dtype=np.int64)
+    _, members = _groups(stratum)
+    members = [cand[m] for m in members]
+    left = n_keep
+    picked = []
+    for i, j in enumerate(np.argsort([len(m) for m in members], kind="stable")):
+        m = members[j]
+        q = min(len(m), left // (len(members) - i))
+        if q:
+            picked.append(rng.choice(m, size=q, replace=False))
+        left -= q
+    return np.sort(np.concatenate(picked)).astype(np.int64)
+
+
+def default_hierarchy(n):
+    """Default cluster counts of ``hierarchical_kmeans``, finest first: ``k1 = round(sqrt(N))``
+    (at least 2, at most 10,000), then ``k_{l+1} = round(sqrt(k_l))`` while that is >= 4."""
+    k = int(min(10_000, max(2, round(math.sqrt(n)))))
+    levels = [k]
+    while round(math.sqrt(levels[-1])) >= 4:
+        levels.append(int(round(math.sqrt(levels[-1]))))
+    return tuple(levels)
+
+
+def _resampled_kmeans(X, k, steps, resample_size, rng):
+    """k-means on ``X``, then ``steps`` resampling-clustering steps: k-means on the union of the
+    ``resample_size`` points closest to each current centroid (started from the current
+    centroids), and every point re-assigned to the new centroids. Dense concepts then hold no more
+    weight than sparse ones when the centroids are re-estimated, so the centroids spread over
+    concepts rather than concentrate where the data are dense."""
+    from sklearn.cluster import KMeans
+
+    labels, centers = kmeans(X, k, seed=rng)
+    k = len(centers)
+    if k < 2 or steps == 0:
+        return labels, centers
+    for _ in range(steps):
+        ids, members = _groups(labels)
+        chosen = []
+        for c, m in zip(ids, members):
+            if len(m) <= resample_size:
+                chosen.append(m)
+                continue
+            d = np.einsum("ij,ij->i", X[m] - centers[c], X[m] - centers[c])
+            chosen.append(m[np.argpartition(d, resample_size - 1)[:resample_size]])
+        sub = X[np.concatenate(chosen)]
+        used = centers[ids]
+        if len(sub) <= len(used):
+            break
+        km = KMeans(n_clusters=len(used), init=used, n_init=1, max_iter=50).fit(sub)
+        centers = km.cluster_centers_.astype(np.float32)
+        labels = _assign(X, centers)
+    return labels, centers
+
+
+def hierarchical_kmeans(
+    scores,
+    embeddings,
+    n_keep,
+    *,
+    seed=None,
+    levels=None,
+    resample_steps=3,
+    resample_size=None,
+    inside="random",
+):
+    """Hierarchical k-means curation (after Vo et al., 2024): balanced sampling over concepts.
+
+    Clustering: level 1 runs k-means with ``levels[0]`` clusters on the embeddings; level ``l+1``
+    runs k-means with ``levels[l]`` clusters on the centroids of level ``l``. At every level,
+    ``resample_steps`` resampling-clustering steps re-fit the centroids on the ``resample_size``
+    points closest to each centroid (default: half the mean cluster size, at least 1), which moves
+    centroids away from dense regions and spreads them over concepts.
+
+    Sampling: the budget is split equally over the top-level clusters (a cluster that holds fewer
+    samples than its share gives the rest to the others), then equally over the children of each
+    cluster, level by level down to the leaf clusters, where ``inside`` picks ``"random"``
+    samples, the ``"closest"`` to the leaf centroid, or the highest ``"score"``.
+
+    Parameters
+    ----------
+    levels : tuple of int, default=None
+        Clusters per level, finest first; ``None`` -> :func:`default_hierarchy`.
+    resample_steps : int, default=3
+    resample_size : int, default=None
+    inside : {"random", "closest", "score"}, default="random"
+    """
+    s = _as_scores(scores)
+    X = _as_embeddings(embeddings, required=True, method="hierarchical_kmeans")
+    if s is not None and len(s) != len(X):
+        raise ValueError(f"scores has {len(s)} entries but embeddings has {len(X)} rows")
+    _check_choice(inside, "inside", ("random", "closest", "score"))
+    if inside == "score" and s is None:
+        raise ValueError("inside='score' needs scores")
+    resample_steps = check_int(resample_steps, "resample_steps", min_value=0)
+    rng = _rng(seed)
+    cand = _eligible(s, X)
+    n_keep = _check_n_keep(n_keep, cand.size)
+    if n_keep == 0:
+        return np.empty(0, dtype=np.int64)
+    Xc = _rows(X, cand)
+    levels = default_hierarchy(len(Xc)) if levels is None else tuple(levels)
+    if not levels:
+        raise ValueError("levels must name at least one level")
+    # parents[l][i]: cluster at level l+1 of the cluster i of level l (level 0 = the samples)
+    parents, points, leaf_centers = [], Xc, None
+    for k in levels:
+        k = check_int(k, "levels", min_value=1)
+        if len(points) <= 1:
+            break
+        rs = resample_size
+        if rs is None:
+            rs = max(1, len(points) // (2 * min(k, len(points))))
+        lab, centers = _resampled_kmeans(points, k, resample_steps, rs, rng)
+        # drop empty clusters, renumber 0..m-1
+        used, lab = np.unique(lab, return_inverse=True)
+        centers = centers[used]
+        parents.append(lab)
+        if leaf_centers is None:
+            leaf_centers = centers
+        points = centers
+    # capacity of every cluster at every level (in samples)
+    caps = [np.ones(len(Xc), dtype=np.int64)]
+    for lab in parents:
+        caps.append(np.bincount(lab, weights=caps[-1], minlength=lab.max() + 1).astype(np.int64))
+    # top-down: the quota of each cluster of level L, split equally across its children
+    quota = fill_quotas(caps[-1], n_keep, rng)
+    for lv in range(len(parents) - 1, 0, -1):
+        lab, cap = parents[lv], caps[lv]
+        child_q = np.zeros(len(lab), dtype=np.int64)
+        ids, members = _groups(lab)
+        for c, m in zip(ids, members):
+            if quota[c]:
+                child_q[m] = fill_quotas(cap[m], int(quota[c]), rng)
+        quota = child_q
+    # leaves: pick samples inside each level-1 cluster
+    picked = []
+    ids, members = _groups(parents[0])
+    for c, m in zip(ids, members):
+        q = int(quota[c])
+        if not q:
+            continue
+        if inside == "closest":
+            picked.append(_closest(Xc, m, leaf_centers[c], q))
+        else:
+            picked.append(
+                _pick_inside(m, q, None if s is None else s[cand], _inside_keep(inside), rng)
+            )
+    return np.sort(cand[np.concatenate(picked)]).astype(np.int64)
+
+
+def _inside_keep(inside):
+    return "high" if inside == "score" else "random"
+
+
+def target(
+    scores,
+    embeddings,
+    n_keep,
+    *,
+    seed=None,
+    target_embeddings=None,
+    n_centroids=None,
+    min_similarity=None,
+):
+    """SimCore (Kim et al., CVPR 2023): the pool samples most similar to a target set.
+
+    k-means (``n_centroids``, default ``min(100, len(target))``) on the L2-normalised target
+    embeddings; then rounds: in each round every target centroid, in turn, takes its most similar
+    (cosine) pool sample not taken yet. Stops when ``n_keep`` samples are taken or — the stopping
+    rule — when the mean similarity of a round's picks falls below ``min_similarity`` (that
+    round's picks below the threshold are not kept), so fewer than ``n_keep`` may come back.
+    ``scores`` only mark missing rows (``NaN``). Raises ``ValueError`` on an empty target.
+    """
+    s = _as_scores(scores)
+    X = _as_embeddings(embeddings, required=True, method="target")
+    if target_embeddings is None or len(np.asarray(target_embeddings)) == 0:
+        raise ValueError(
+            "method 'target' needs target_embeddings: a non-empty (M, D) array of the samples "
+            "the coreset should resemble"
+        )
+    T = _as_embeddings(target_embeddings, required=True, method="target", name="target_embeddings")
+    if T.shape[1] != X.shape[1]:
+        raise ValueError(
+            f"target_embeddings have {T.shape[1]} features but embeddings have {X.shape[1]}"
+        )
+    if s is not None and len(s) != len(X):
+        raise ValueError(f"scores has {len(s)} entries but embeddings has {len(X)} rows")
+    if min_similarity is not None:
+        min_similarity = check_float(min_similarity, "min_similarity", min_value=-1, max_value=1)
+    rng = _rng(seed)
+    cand = _eligible(s, X)
+    n_keep = _check_n_keep(n_keep, cand.size)
+    if n_keep == 0:
+        return np.empty(0, dtype=np.int64)
+    Tn = l2_normalize(T)
+    k = (
+        min(100, len(T))
+        if n_centroids is None
+        else check_int(n_centroids, "n_centroids", min_value=1)
+    )
+    _, centers = kmeans(Tn, k, seed=rng)
+    centers = l2_normalize(centers)
+    Xn = l2_normalize(_rows(X, cand))
+    k = len(centers)
+    # each centroid's pool candidates, most similar first (a prefix; extended when exhausted)
+    depth = min(len(Xn), 4 * math.ceil(n_keep / k) + 8)
+    sims = Xn @ centers.T  # (n, k)
+    lists = [_top_order(sims[:, j], depth) for j in range(k)]
+    pos = np.zeros(k, dtype=np.int64)
+    taken = np.zeros(len(Xn), dtype=bool)
+    picked = []
+    while len(picked) < n_keep:
+        round_picks, round_sims = [], []
+        for j in range(k):
+            if len(picked) + len(round_picks) >= n_keep:
+                break
+            while True:
+                if pos[j] >= len(lists[j]):
+                    lists[j] = _top_order(sims[:, j], len(Xn))
+                i = lists[j][pos[j]]
+                pos[j] += 1
+                if not taken[i]:
+                    break
+            taken[i] = True
+            round_picks.append(i)
+            round_sims.append(sims[i, j])
+        if min_similarity is not None and np.mean(round_sims) < min_similarity:
+            picked += [i for i, v in zip(round_picks, round_sims) if v >= min_similarity]
+            break
+        picked += round_picks
+    return np.sort(cand[np.asarray(picked, dtype=np.int64)]).astype(np.int64)
+
+
+def _top_order(v, depth):
+    if depth >= len(v):
+        return np.argsort(-v, kind="stable")
+    part = np.argpartition(-v, depth - 1)[:depth]
+    return part[np.argsort(-v[part], kind="stable")]
+
+
+# --- near-duplicates ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class DuplicateGroups:
+    """Result of :func:`near_duplicates`.
+
+    keep : int64 array, sorted
+        Rows to keep: every row that is in no group, and the representative of each group.
+    groups : list of int64 arrays
+        Each group of >= 2 near-duplicates, its representative first.
+    """
+
+    keep: np.ndarray
+    groups: list
+
+    @property
+    def n_groups(self):
+        return len(self.groups)
+
+    @property
+    def n_removed(self):
+        return int(sum(len(g) - 1 for g in self.groups))
+
+    @property
+    def removed(self):
+        """Rows removed (every group member but its representative), sorted."""
+        if not self.groups:
+            return np.empty(0, dtype=np.int64)
+        return np.sort(np.concatenate([g[1:] for g in self.groups]))
+
+
+def near_duplicates(embeddings, threshold, *, scores=None, chunk=2048):
+    """Groups of near-duplicate rows: L2 distance ``<= threshold`` between L2-normalised
+    embeddings (``threshold`` in [0, 2]; 0.1 is about cosine similarity >= 0.995).
+
+    Groups are the connected components of the "within threshold" graph (single linkage: A~B and
+    B~C put A, B, C together even if A and C are farther apart). Each group keeps one
+    representative: the highest score (ties and ``scores=None``: the lowest index); rows whose
+    score is ``NaN`` are never representatives unless the whole group is missing. Exact all-pairs
+    search in chunks of ``chunk`` rows: O(N^2 D) time, O(chunk N) memory — fine for ~10^5 rows.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    X = _as_embeddings(embeddings, required=True, method="near_duplicates")
+    threshold = check_float(threshold, "threshold", min_value=0.0, max_value=2.0)
+    s = _as_scores(scores, n=len(X))
+    n = len(X)
+    Xn = l2_normalize(X)
+    min_cos = 1.0 - threshold**2 / 2.0 - 1e-6
+    rows, cols = [], []
+    for start in range(0, n, chunk):
+        sim = Xn[start : start + chunk] @ Xn[start:].T
+        i, j = np.nonzero(sim >= min_cos)
+        j = j + start
+        i = i + start
+        upper = j > i
+        rows.append(i[upper])
+        cols.append(j[upper])
+    r, c = np.concatenate(rows), np.concatenate(cols)
+    graph = coo_matrix((np.ones(len(r), dtype=np.int8), (r, c)), shape=(n, n))
+    _, comp = connected_components(graph, directed=False)
+    _, members = _groups(comp)
+    groups = []
+    keep = np.ones(n, dtype=bool)
+    for m in members:
+        if len(m) < 2:
+            continue
+        if s is None:
+            order = np.sort(m)
+        else:
+            v = np.where(np.isnan(s[m]), -np.inf, s[m])
+            order = m[np.lexsort((m, -v))]
+        groups.append(order.astype(np.int64))
+        keep[order[1:]] = False
+    groups.sort(key=lambda g: int(g[0]))
+    return DuplicateGroups(keep=np.flatnonzero(keep).astype(np.int64), groups=groups)
+
+
+# --- dispatch -----------------------------------------------------------------------------------
+
+_METHODS = {
+    "topk": topk,
+    "cluster_balanced": cluster_balanced,
+    "stratified": stratified,
+    "hierarchical_kmeans": hierarchical_kmeans,
+    "target": target,
+}
+
+
+def get_method(name):
+    """The method function called ``name``; ``ValueError`` listing the valid names otherwise."""
+    try:
+        return _METHODS[name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"unknown selection method {name!r}; choose one of {sorted(_METHODS)}"
+        ) from None
+
+
+def select(
+    method,
+    n_keep,
+    *,
+    scores=None,
+    embeddings=None,
+    seed=None,
+    dedup_threshold=None,
+    **options,
+):
+    """Run selection ``method`` (a name of :data:`_METHODS`) and return the kept row indices.
+
+    With ``dedup_threshold``, near-duplicates (:func:`near_duplicates` on ``embeddings``) are
+    removed first — one representative per group, the highest score — and the method selects
+    among the rest. ``options`` go to the method (e.g. ``n_clusters``, ``beta``,
+    ``target_embeddings``).
+    """
+    fn = get_method(method)
+    if dedup_threshold is None:
+        return fn(scores, embeddings, n_keep, seed=seed, **options)
+    X = _as_embeddings(embeddings, required=True, method="near-duplicate removal")
+    s = _as_scores(scores, n=len(X))
+    keep = near_duplicates(X, dedup_threshold, scores=s).keep
+    sub = fn(
+        None if s is None else s[keep],
+        X[keep],
+        n_keep,
+        seed=seed,
+        **options,
+    )
+    out = keep[sub]
+    return out if method == "topk" else np.sort(out)
