@@ -27,6 +27,7 @@ import warnings
 
 import numpy as np
 
+from . import selection
 from .validation import check_float, check_int
 
 _KMEANS_EXACT_MAX = 20_000  # above this, MiniBatchKMeans fitted on a subsample
@@ -54,14 +55,7 @@ def _as_scores(scores, n=None, required=False, method=""):
         if required:
             raise ValueError(f"method {method!r} needs scores (e.g. ZCore scores); got None")
         return None
-    s = np.asarray(
-        [np.nan if v is None else v for v in scores]
-        if not isinstance(scores, np.ndarray)
-        else scores,
-        dtype=np.float64,
-    )
-    if s.ndim != 1:
-        raise ValueError(f"scores must be 1-d, got shape {s.shape}")
+    s = selection._as_scores(scores)
     if n is not None and len(s) != n:
         raise ValueError(f"scores has {len(s)} entries but embeddings has {n} rows")
     if np.isinf(s).any():
