@@ -20,7 +20,7 @@ import fiftyone as fo
 import numpy as np
 from fiftyone import ViewField as F
 
-from .core.scoring import _score_components, combine_components, default_n_samples, zcore_scores
+from .core.scoring import _score_components, combine_components, default_n_samples
 from .core.selection import resolve_size
 from .core.validation import check_embeddings, check_int, check_seed
 
@@ -151,33 +151,21 @@ def compute_zcore(
         "rand_init": rand_init,
     }
     t2 = time.perf_counter()
-    columns = {}
+    coverage, penalty, init, shift = _score_components(
+        X,
+        seed=seed,
+        use_multiprocessing=use_multiprocessing,
+        num_workers=num_workers,
+        engine=engine,
+        device=device,
+        progress=_score_progress(progress),
+        **{k: v for k, v in params.items() if k != "rand_init"},
+    )
+    scores = combine_components(coverage, penalty, init, shift, rand_init=rand_init)
+    columns = {score_field: scores.tolist()}
     if component_fields:
-        coverage, penalty, init, shift = _score_components(
-            X,
-            seed=seed,
-            use_multiprocessing=use_multiprocessing,
-            num_workers=num_workers,
-            engine=engine,
-            device=device,
-            progress=_score_progress(progress),
-            **{k: v for k, v in params.items() if k != "rand_init"},
-        )
-        scores = combine_components(coverage, penalty, init, shift, rand_init=rand_init)
         columns[score_field + "_coverage"] = coverage.tolist()
         columns[score_field + "_redundancy"] = np.ldexp(penalty.astype(np.float64), -shift).tolist()
-    else:
-        scores = zcore_scores(
-            X,
-            seed=seed,
-            use_multiprocessing=use_multiprocessing,
-            num_workers=num_workers,
-            engine=engine,
-            device=device,
-            progress=_score_progress(progress),
-            **params,
-        )
-    columns = {score_field: scores.tolist(), **columns}
     timings["score_s"] = time.perf_counter() - t2
 
     t3 = time.perf_counter()
