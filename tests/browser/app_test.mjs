@@ -11,46 +11,20 @@
 
 import fs from "node:fs";
 import path from "node:path";
-import { chromium } from "playwright-core";
+import { log, openPage, readEnv } from "./common.mjs";
 
-const APP_URL = process.env.ZCORE_APP_URL;
-const DATASET = process.env.ZCORE_DATASET;
-const SHOTS = process.env.ZCORE_SHOTS_DIR;
-const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
-if (!APP_URL || !DATASET || !SHOTS) {
-  console.error("ZCORE_APP_URL, ZCORE_DATASET and ZCORE_SHOTS_DIR must be set");
-  process.exit(2);
-}
-fs.mkdirSync(SHOTS, { recursive: true });
+const { APP_URL, DATASET, SHOTS, CHROMIUM } = readEnv();
 
 const COMPUTE_LABEL = "ZCore: compute coreset scores";
 const SELECT_LABEL = "ZCore: select coreset";
 const FORM = { "Sampling points": "400", "Redundancy neighbours": "10", Seed: "0" };
 const T = { load: 60_000, ui: 20_000, run: 90_000 };
 
-const t0 = Date.now();
-const log = (msg) => console.log(`[${((Date.now() - t0) / 1000).toFixed(1)}s] ${msg}`);
-
-const browser = await chromium.launch({
-  executablePath: CHROMIUM,
-  args: [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-  ],
+const { browser, page } = await openPage({
+  chromiumPath: CHROMIUM,
+  viewport: { width: 1400, height: 900 },
+  timeout: T.ui,
 });
-const context = await browser.newContext({ viewport: { width: 1400, height: 900 } });
-// The App's own e2e flag: no analytics, no "Explore Enterprise" popover, no toasts over the grid.
-await context.addInitScript(() => {
-  window.IS_PLAYWRIGHT = true;
-});
-const page = await context.newPage();
-page.setDefaultTimeout(T.ui);
 
 const pageErrors = [];
 page.on("pageerror", (e) => pageErrors.push(String(e)));
