@@ -1,6 +1,6 @@
 """Every scoring engine computes the same law: identical integers, scores equal to an oracle.
 
-The oracle below is written here from the law (the docstring of :mod:`zcore.core.engine`), point by
+The oracle (tests/oracle.py) is written from the law (the docstring of :mod:`zcore.core.engine`), point by
 point, with float64 penalties; it shares only the random draws with the package. The engines
 (numpy, numba in each of its modes, torch on the CPU, the parallel runner) must agree with each
 other on the coverage and fixed-point penalty integers exactly, and with the oracle on the final
@@ -14,49 +14,11 @@ import time
 
 import numpy as np
 import pytest
+from oracle import law_components, normalise
 
 from zcore.core.draws import draw_init, draw_points, embedding_stats
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-# --------------------------------------------------------------------------------------------
-# the oracle
-
-
-def oracle_components(X, dims, coords, k, exp):
-    """Coverage counts and float64 penalties, straight from the law, one point at a time."""
-    Xd = np.asarray(X, dtype=np.float32).astype(np.float64)
-    n = Xd.shape[0]
-    coverage = np.zeros(n)
-    penalty = np.zeros(n)
-    for p in range(len(dims)):
-        cols = Xd[:, dims[p]]
-
-        def l1(ref, cols=cols):
-            total = np.abs(cols[:, 0] - ref[0])
-            for j in range(1, cols.shape[1]):
-                total = total + np.abs(cols[:, j] - ref[j])
-            return total
-
-        to_point = l1(coords[p])
-        c = min(range(n), key=lambda i: (to_point[i], i))
-        coverage[c] += 1
-        to_c = l1(cols[c])
-        neighbours = sorted((to_c[i], i) for i in range(n) if i != c)[:k]
-        if neighbours[0][0] == 0.0:
-            penalty[neighbours[0][1]] += 1.0
-        else:
-            inv = [1.0 / d**exp for d, _ in neighbours]
-            total = sum(inv)
-            for (_, i), w in zip(neighbours, inv):
-                penalty[i] += w / total
-    return coverage, penalty
-
-
-def normalise(raw):
-    lo, hi = raw.min(), raw.max()
-    return np.full(raw.shape, 0.5) if not hi > lo else (raw - lo) / (hi - lo)
 
 
 def engine_scores(coverage, penalty, shift, init):
@@ -191,7 +153,7 @@ def test_engines_agree_with_each_other_and_the_oracle(dataset, sample_dim, k, ex
         np.testing.assert_array_equal(cov, cov0, err_msg=f"coverage of {name} != numpy")
         np.testing.assert_array_equal(pen, pen0, err_msg=f"penalty of {name} != numpy")
 
-    o_cov, o_pen = oracle_components(X, dims, coords, k, exp)
+    o_cov, o_pen = law_components(X, dims, coords, k, exp)
     np.testing.assert_array_equal(cov0, o_cov)
     np.testing.assert_allclose(np.ldexp(pen0.astype(np.float64), -shift), o_pen, rtol=0, atol=1e-9)
     expected = normalise(o_cov - o_pen + init)
