@@ -9,9 +9,8 @@
 // Prints one line `RESULT {json}` on success; exits non-zero (with failure.png / failure.html in
 // ZCORE_SHOTS_DIR) on failure.
 
-import fs from "node:fs";
 import path from "node:path";
-import { log, openPage, readEnv } from "./common.mjs";
+import { log, openPage, readEnv, reportFailure } from "./common.mjs";
 
 const { APP_URL, DATASET, SHOTS, CHROMIUM } = readEnv();
 
@@ -198,15 +197,7 @@ try {
   result.page_errors = pageErrors;
   console.log(`RESULT ${JSON.stringify(result)}`);
 } catch (err) {
-  console.error(`FAILED: ${err.stack || err}`);
-  console.error(`partial result: ${JSON.stringify(result)}`);
-  if (pageErrors.length) console.error(`page errors: ${pageErrors.join("\n")}`);
-  try {
-    await page.screenshot({ path: path.join(SHOTS, "failure.png") });
-    fs.writeFileSync(path.join(SHOTS, "failure.html"), await page.content());
-    console.error(`failure artifacts in ${SHOTS}`);
-  } catch {}
-  process.exitCode = 1;
+  await reportFailure(page, SHOTS, err, result, pageErrors);
 } finally {
   await browser.close();
 }

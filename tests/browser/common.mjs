@@ -2,6 +2,7 @@
 // Debian chromium (flags that keep it off the closed network; the App's own e2e flag set).
 
 import fs from "node:fs";
+import path from "node:path";
 import { chromium } from "playwright-core";
 
 // ZCORE_APP_URL, ZCORE_DATASET, ZCORE_SHOTS_DIR (created), CHROMIUM_PATH (optional).
@@ -45,4 +46,18 @@ export async function openPage({ chromiumPath, viewport, timeout }) {
   const page = await context.newPage();
   page.setDefaultTimeout(timeout);
   return { browser, page };
+}
+
+// On failure: the error, the partial result, page errors, and failure.png / failure.html in
+// `shots`; sets a non-zero exit code.
+export async function reportFailure(page, shots, err, result, pageErrors) {
+  console.error(`FAILED: ${err.stack || err}`);
+  console.error(`partial result: ${JSON.stringify(result)}`);
+  if (pageErrors.length) console.error(`page errors: ${pageErrors.join("\n")}`);
+  try {
+    await page.screenshot({ path: path.join(shots, "failure.png") });
+    fs.writeFileSync(path.join(shots, "failure.html"), await page.content());
+    console.error(`failure artifacts in ${shots}`);
+  } catch {}
+  process.exitCode = 1;
 }

@@ -5,9 +5,8 @@
 // ZCORE_VIEW_NAME (the view to save). Prints `RESULT {json}` on success; exits non-zero (with
 // failure.png / failure.html in ZCORE_SHOTS_DIR) on failure.
 
-import fs from "node:fs";
 import path from "node:path";
-import { log, openPage, readEnv } from "./common.mjs";
+import { log, openPage, readEnv, reportFailure } from "./common.mjs";
 
 const { APP_URL, DATASET, SHOTS, CHROMIUM } = readEnv();
 const VIEW_NAME = process.env.ZCORE_VIEW_NAME || "panel_coreset";
@@ -154,15 +153,7 @@ try {
   result.ignored_page_errors = pageErrors.length - result.page_errors.length;
   console.log(`RESULT ${JSON.stringify(result)}`);
 } catch (err) {
-  console.error(`FAILED: ${err.stack || err}`);
-  console.error(`partial result: ${JSON.stringify(result)}`);
-  if (pageErrors.length) console.error(`page errors: ${pageErrors.join("\n")}`);
-  try {
-    await page.screenshot({ path: path.join(SHOTS, "failure.png") });
-    fs.writeFileSync(path.join(SHOTS, "failure.html"), await page.content());
-    console.error(`failure artifacts in ${SHOTS}`);
-  } catch {}
-  process.exitCode = 1;
+  await reportFailure(page, SHOTS, err, result, pageErrors);
 } finally {
   await browser.close();
 }
