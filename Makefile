@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-REQS := requirements.txt requirements-dev.txt
+REQS := requirements.txt requirements-dev.txt requirements-dask.txt
 STAMP := $(VENV)/.installed-$(shell cat $(REQS) | sha1sum | cut -c1-12)
 
 .PHONY: install demo test test-all lint browser-deps data-deps benchmark-quality benchmark-scoring

@@ -753,6 +753,7 @@ class Prepared:
         if X.nbytes <= COLUMNS_BUDGET:
             self.columns = np.empty((n_dims, n), np.float32)
             _gather(X, np.arange(n_dims), self.columns, 0)
+        self._sorted = None  # (order, vals) of every dimension, see keep_sorted
 
     def __call__(self, X, dims, coords, coverage, penalty, *, k, exp, shift, progress=None):
         return self.accumulate(
@@ -761,31 +762,79 @@ class Prepared:
 
     def accumulate(self, X, dims, coords, coverage, penalty, *, k, exp, shift, progress=None):
         """Apply the score law to a block of points; see :func:`accumulate_numba`."""
+        X, dims, coords = self._check(X, dims, coords)
+        n_points = dims.shape[0]
+        if n_points == 0:
+            return
+        k = int(min(k, X.shape[0] - 1))
+        one = np.int64(1) << shift
+        report = _Progress(progress, n_points)
+
+        # Phase 1: the covering sample of each point.
+        winners = self.nearest(X, dims, coords, report=lambda m: report.add(0, m))
+        coverage += np.bincount(winners, minlength=X.shape[0]).astype(np.int64)
+
+        # Phase 2: the k nearest other samples of each covering sample.
+        centers = X[winners[:, None], dims].astype(np.float64)
+        width = k + _EXTRA
+        workspace = _Workspace(min(max(1, BATCH_ELEMENTS // width), n_points), width, k)
+
+        def take(sel, out_d, out_i):
+            _apply_penalties(out_d, out_i, penalty, k, exp, shift, one, workspace)
+            report.add(1, sel.size)
+
+        self.neighbours(X, dims, centers, winners, k, take)
+
+    def _check(self, X, dims, coords):
         X = np.ascontiguousarray(X, dtype=np.float32)
         if X.shape != self.shape:
             raise ValueError(f"prepared for a matrix of shape {self.shape}, got {X.shape}")
         dims = np.ascontiguousarray(dims, dtype=np.int64)
         coords = np.ascontiguousarray(coords, dtype=np.float64)
+        return X, dims, coords
+
+    def keep_sorted(self, X):
+        """Sort every dimension once and keep the orders (8 bytes per value) for all later calls.
+
+        For repeated calls on the same ``X`` (a Dask shard scores one batch of points at a time):
+        without it, each call sorts the dimensions its points scan.
+        """
+        X, _, _ = self._check(X, np.empty((0, 1)), np.empty((0, 1)))
+        n, n_dims = X.shape
+        order = np.empty((n_dims, n), np.int32)
+        vals = np.empty((n_dims, n), np.float32)
+        column = np.empty((1, n), np.float32)
+        for j in range(n_dims):
+            if self.columns.shape[0]:
+                col = self.columns[j]
+            else:
+                _gather(X, np.array([j]), column, 0)
+                col = column[0]
+            o = np.argsort(col)
+            order[j] = o
+            vals[j] = col[o]
+        self._sorted = (order, vals)
+
+    def nearest(self, X, dims, coords, report=None):
+        """Index of the nearest sample of each point (L1 over its dimensions; ties: lowest index).
+
+        The coverage phase of the law, for ``X`` (the matrix this was prepared for).
+        """
+        X, dims, coords = self._check(X, dims, coords)
         n = X.shape[0]
-        n_points, s = dims.shape
+        n_points = dims.shape[0]
+        winners = np.empty(n_points, np.int64)
         if n_points == 0:
-            return
-        k = int(min(k, n - 1))
-        one = np.int64(1) << shift
-        report = _Progress(progress, n_points)
-        lb = np.empty((s, 256))
+            return winners
+        lb = np.empty((dims.shape[1], 256))
         hit = np.empty(_CHUNK, np.int64)
         tscan = np.empty(n_points, np.int64)
         radius = np.empty(n_points)
         m = self.table.shape[1]
-        # Where the exact values are read: the column-major copy, else the rows of X (as X.T).
         src = self.columns if self.columns.shape[0] else X.T
-
-        # Phase 1: the covering sample of each point.
         _choose_scan(
             self.table, dims, coords, _half_window(n, m, math.sqrt(n)), n, 1, tscan, radius
         )
-        winners = np.empty(n_points, np.int64)
 
         def cover(pts, sslot, order, vals):
             out = np.empty(pts.size, np.int64)
@@ -806,13 +855,32 @@ class Prepared:
                 hit,
             )
             winners[pts] = out
-            report.add(0, pts.size)
+            if report is not None:
+                report(pts.size)
 
         self._phase(X, dims, tscan, cover)
-        coverage += np.bincount(winners, minlength=n).astype(np.int64)
+        return winners
 
-        # Phase 2: the k nearest other samples of each covering sample.
-        centers = X[winners[:, None], dims].astype(np.float64)
+    def neighbours(self, X, dims, centers, exclude, k, take):
+        """The ``k`` nearest samples of each center (L1 over its point's dimensions), without the
+        sample ``exclude[p]`` (``-1``: none): the redundancy phase of the law.
+
+        Calls ``take(sel, out_d, out_i)`` batch by batch: row ``r`` of ``out_d``/``out_i`` holds a
+        superset of the ``k`` best ``(distance, index)`` of center ``sel[r]``, in any order, padded
+        with ``inf``/``-1`` (the arrays are reused by the next batch).
+        """
+        X, dims, centers = self._check(X, dims, centers)
+        n = X.shape[0]
+        n_points, s = dims.shape
+        if n_points == 0:
+            return
+        exclude = np.ascontiguousarray(exclude, dtype=np.int64)
+        lb = np.empty((s, 256))
+        hit = np.empty(_CHUNK, np.int64)
+        tscan = np.empty(n_points, np.int64)
+        radius = np.empty(n_points)
+        m = self.table.shape[1]
+        src = self.columns if self.columns.shape[0] else X.T
         _choose_scan(
             self.table,
             dims,
@@ -833,7 +901,6 @@ class Prepared:
         hist = np.empty(256, np.int64)
         out_d = np.empty((min(batch, n_points), width))
         out_i = np.empty((min(batch, n_points), width), np.int64)
-        workspace = _Workspace(min(batch, n_points), width, k)
 
         def run_batch(sel, sslot_sel, order, vals, values, value_rows):
             rows = slice(0, sel.size)
@@ -845,7 +912,7 @@ class Prepared:
                 self.e_high,
                 dims[sel],
                 centers[sel],
-                winners[sel],
+                exclude[sel],
                 tscan[sel],
                 radius[sel],
                 sslot_sel,
@@ -862,8 +929,7 @@ class Prepared:
                 hit,
                 lb,
             )
-            _apply_penalties(out_d[rows], out_i[rows], penalty, k, exp, shift, one, workspace)
-            report.add(1, sel.size)
+            take(sel, out_d[rows], out_i[rows])
 
         def redund(pts, sslot, order, vals):
             # Runs of sorted-scan points sharing their other dimension (sample_dim 2, no
@@ -902,10 +968,16 @@ class Prepared:
         n_points, s = dims.shape
         ar = np.arange(n_points)
         scan = dims[ar, tscan]
-        sortable = np.bincount(scan, minlength=n_dims) >= SORT_MIN_POINTS
+        cached = self._sorted is not None
+        if cached:
+            sortable = np.ones(n_dims, bool)
+        else:
+            sortable = np.bincount(scan, minlength=n_dims) >= SORT_MIN_POINTS
         use_sort = sortable[scan]
         sorted_dims = np.flatnonzero(sortable)
         per_block = int(max(1, min(sorted_dims.size, MEMORY_BUDGET // (8 * n))))
+        if cached:
+            per_block = n_dims
         srank = np.full(n_dims, -1, np.int64)
         srank[sorted_dims] = np.arange(sorted_dims.size)
         block = np.where(use_sort, srank[scan] // per_block, -1)
@@ -918,14 +990,17 @@ class Prepared:
         bounds = np.flatnonzero(np.diff(block[order_pts])) + 1
         bounds = np.concatenate([[0], bounds, [n_points]])
         rows = min(per_block, sorted_dims.size)
-        order = np.empty((rows, n), np.int32)
-        vals = np.empty((rows, n), np.float32)
-        scratch_rows = 0 if self.columns.shape[0] else min(_GATHER_CHUNK, max(rows, 1))
+        if cached:
+            order, vals = self._sorted
+        else:
+            order = np.empty((rows, n), np.int32)
+            vals = np.empty((rows, n), np.float32)
+        scratch_rows = 0 if cached or self.columns.shape[0] else min(_GATHER_CHUNK, max(rows, 1))
         scratch = np.empty((scratch_rows, n), np.float32)
         for g in range(len(bounds) - 1):
             pts = order_pts[bounds[g] : bounds[g + 1]]
             b = int(block[pts[0]])
-            if b >= 0:
+            if b >= 0 and not cached:
                 dims_b = sorted_dims[b * per_block : (b + 1) * per_block]
                 step = scratch.shape[0] or _GATHER_CHUNK
                 for j0 in range(0, dims_b.size, step):

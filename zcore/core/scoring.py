@@ -34,6 +34,8 @@ def zcore_scores(
     progress=False,
     engine="auto",
     device=None,
+    backend="local",
+    client=None,
 ):
     """Zero-shot coreset scores (ZCore) of every sample, from its embedding alone.
 
@@ -90,6 +92,16 @@ def zcore_scores(
         straightforward reference), and ``"torch"`` only when a ``device`` is given.
     device : str, default=None
         Torch device for ``engine="torch"`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``...).
+    backend : {"local", "dask"}, default="local"
+        ``"dask"`` shards the rows of the embeddings across the workers of a Dask cluster
+        (:mod:`zcore.core.dask_backend`): for matrices too large for one machine's memory or CPUs.
+        Same scores as ``"local"`` for the same seed. Needs ``dask[distributed]``
+        (``requirements-dask.txt``), and zcore installed on the workers; ``engine`` is then what
+        each shard runs (``"auto"``/``"numba"`` or ``"numpy"``).
+    client : distributed.Client or str, default=None
+        With ``backend="dask"``: the cluster, or a scheduler address (``"tcp://host:8786"``).
+        ``None`` starts a ``LocalCluster`` of ``num_workers`` processes (one per CPU when
+        ``None``) for this call and closes it after.
 
     Returns
     -------
@@ -123,6 +135,8 @@ def zcore_scores(
         progress=progress,
         engine=engine,
         device=device,
+        backend=backend,
+        client=client,
     )
     return combine_components(coverage, penalty, init, shift, rand_init=rand_init)
 
@@ -160,8 +174,16 @@ def _score_components(
     progress,
     engine="auto",
     device=None,
+    backend="local",
+    client=None,
+    stage=None,
 ):
-    """Validate, draw and accumulate; returns ``coverage, penalty, init, shift``."""
+    """Validate, draw and accumulate; returns ``coverage, penalty, init, shift``.
+
+    ``stage(label, fraction)``, when given, reports the set-up before the points are scored
+    (per-dimension statistics, the engine's preparation), which takes tens of seconds for a
+    million samples.
+    """
     X = check_embeddings(embeddings)
     n = X.shape[0]
     n_samples = check_int(n_samples, "n_samples", min_value=1, allow_none=True)
@@ -178,9 +200,13 @@ def _score_components(
             "in one process (forking after a GPU is initialised is unsafe)"
         )
 
-    accumulate = get_engine(engine, device=device)
+    backend = _check_backend(backend, engine, device, use_multiprocessing, client)
+    if backend == "local":
+        accumulate = get_engine(engine, device=device)
 
-    stats = embedding_stats(X)
+    stats = embedding_stats(
+        X, progress=None if stage is None else lambda d, t: stage("dimension statistics", d / t)
+    )
     n_valid = len(stats.valid_dims)
     if n_valid < sample_dim:
         raise ValueError(
@@ -193,12 +219,32 @@ def _score_components(
     dims, coords = draw_points(rng, stats, n_samples, sample_dim)
     params = {"k": min(redund_nn, n - 2), "exp": redund_exp, "shift": fixed_point_shift(n_samples)}
 
-    prepare = getattr(accumulate, "prepare", None)
-    if prepare is not None:  # per-matrix set-up, built once (and shared by forked workers)
-        accumulate = prepare(X)
+    if backend == "local":
+        prepare = getattr(accumulate, "prepare", None)
+        if prepare is not None:  # per-matrix set-up, built once (and shared by forked workers)
+            if stage is not None:
+                stage("preparing the engine", 0.0)
+            accumulate = prepare(X)
 
     with make_progress(progress, n_samples, desc="zcore") as report:
-        if use_multiprocessing:
+        if backend == "dask":
+            from .dask_backend import accumulate_dask
+
+            coverage = np.zeros(n, dtype=np.int64)
+            penalty = np.zeros(n, dtype=np.int64)
+            accumulate_dask(
+                X,
+                dims,
+                coords,
+                coverage,
+                penalty,
+                client=client,
+                n_workers=num_workers,
+                engine=resolve_engine_name(engine),
+                progress=report,
+                **params,
+            )
+        elif use_multiprocessing:
             workers = num_workers or default_num_workers()
             coverage, penalty = accumulate_parallel(
                 accumulate,
@@ -214,3 +260,28 @@ def _score_components(
             penalty = np.zeros(n, dtype=np.int64)
             accumulate(X, dims, coords, coverage, penalty, progress=report, **params)
     return coverage, penalty, init, params["shift"]
+
+
+#: Values of ``backend`` accepted by :func:`zcore_scores`.
+BACKENDS = ("local", "dask")
+
+
+def _check_backend(backend, engine, device, use_multiprocessing, client):
+    if not isinstance(backend, str) or backend.lower() not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; valid backends: 'local', 'dask'")
+    backend = backend.lower()
+    if backend == "local":
+        if client is not None:
+            raise ValueError("client is used only with backend='dask'; pass backend='dask'")
+        return backend
+    if use_multiprocessing:
+        raise ValueError(
+            "backend='dask' runs on the cluster's workers; leave use_multiprocessing off (use "
+            "num_workers for the size of the LocalCluster, or pass a client)"
+        )
+    if device is not None or resolve_engine_name(engine) == "torch":
+        raise ValueError("backend='dask' runs the numba or numpy engine on each shard, not torch")
+    from .dask_backend import require_dask
+
+    require_dask()
+    return backend
