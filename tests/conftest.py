@@ -5,12 +5,17 @@ started by FiftyOne in a temporary directory, and the operators are loaded throu
 registry from ``FIFTYONE_PLUGINS_DIR``.
 """
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _TMP = tempfile.mkdtemp(prefix="zcore-tests-")
+# the database (about 300 MB) goes with the session; registered first, so it runs last, after
+# FiftyOne's own exit handlers stopped its MongoDB
+atexit.register(shutil.rmtree, _TMP, ignore_errors=True)
 _PLUGINS = os.path.join(_TMP, "plugins")
 os.makedirs(_PLUGINS, exist_ok=True)
 os.symlink(ROOT, os.path.join(_PLUGINS, "zcore"))
