@@ -140,11 +140,165 @@ def test_cluster_balanced_kmeans_finds_blobs(data):
     assert sorted(np.bincount(lab[idx], minlength=5).tolist()) == [5, 5, 5, 5, 5]
 
 
-def test_cluster_balanced_without_scores_needs_random(data):
-    X, _, _ = data
-    with pytest.raises(ValueError, match="keep='random'"):
-        M.cluster_balanced(None, X, 10)
-    assert len(M.cluster_balanced(None, X, 10, keep="random", seed=0)) == 10
+def test_default_n_clusters_switches_at_the_budget_fraction():
+    # kept fraction >= 15 %: round(sqrt(K)) clusters, between 2 and 100
+    assert M.BUDGET_FRACTION == 0.15 and M.MAX_BUDGET_CLUSTERS == 1000
+    assert M.default_n_clusters(10_000, 3000) == 55
+    assert M.default_n_clusters(10_000, 2000) == 45
+    assert M.default_n_clusters(10_000, 1500) == 39  # exactly 15 %: still sqrt
+    # below 15 %: one cluster per kept sample, at most 1,000
+    assert M.default_n_clusters(10_000, 1499) == 1000
+    assert M.default_n_clusters(10_000, 1000) == 1000
+    assert M.default_n_clusters(10_000, 500) == 500
+    assert M.default_n_clusters(10_000, 1) == 1
+    # explicit rules and another switch point
+    assert M.default_n_clusters(10_000, 500, rule="sqrt") == 22
+    assert M.default_n_clusters(10_000, 3000, rule="budget") == 1000
+    assert M.default_n_clusters(10_000, 3000, budget_fraction=0.5) == 1000
+    assert M.default_n_clusters(10_000, 500, budget_fraction=0.0) == 22
+    assert M.default_n_clusters(5, 3, rule="budget") == 3 and M.default_n_clusters(1, 1) == 1
+    with pytest.raises(ValueError, match="n_clusters"):
+        M.default_n_clusters(100, 10, rule="many")
+
+
+def _spy_kmeans(monkeypatch):
+    """Records ``(k, labels, centers)`` of every k-means call of the methods."""
+    seen = []
+    real = M.kmeans
+
+    def spy(Xs, k, seed=None):
+        labels, centers = real(Xs, k, seed=seed)
+        seen.append((k, labels, centers))
+        return labels, centers
+
+    monkeypatch.setattr(M, "kmeans", spy)
+    return seen
+
+
+def test_small_budget_is_below_the_budget_fraction():
+    assert not M.small_budget(400, 60) and M.small_budget(400, 59)
+    assert M.small_budget(10_000, 1000) and not M.small_budget(10_000, 2000)
+    assert not M.small_budget(400, 0, budget_fraction=0.0)
+    assert M.small_budget(400, 399, budget_fraction=1.0)
+
+
+@pytest.mark.parametrize("n_keep, expected_k", [(80, 9), (60, 8)])
+def test_cluster_balanced_auto_large_budget(data, monkeypatch, n_keep, expected_k):
+    # 400 rows: the switch is at 60 kept samples (15 %); from there on: sqrt(K) clusters,
+    # proportional quotas, the highest scores inside each cluster
+    X, _, scores = data
+    seen = _spy_kmeans(monkeypatch)
+    idx = M.cluster_balanced(scores, X, n_keep, seed=0)
+    assert [k for k, _, _ in seen] == [expected_k]
+    assert idx.dtype == np.int64 and len(np.unique(idx)) == len(idx) == n_keep
+    labels = seen[0][1]
+    sizes = np.bincount(labels)
+    kept = np.bincount(labels[idx], minlength=len(sizes))
+    share = sizes * n_keep / len(X)
+    assert np.all(kept >= np.floor(share)) and np.all(kept <= np.ceil(share))
+    for c in np.flatnonzero(kept):
+        members = np.flatnonzero(labels == c)
+        best = members[np.lexsort((members, -scores[members]))[: kept[c]]]
+        assert set(best) == set(idx[labels[idx] == c])
+    # the same as the explicit options; reproducible by seed
+    explicit = M.cluster_balanced(
+        scores, X, n_keep, seed=0, n_clusters="sqrt", quota="proportional", keep="high"
+    )
+    np.testing.assert_array_equal(idx, explicit)
+    np.testing.assert_array_equal(idx, M.cluster_balanced(scores, X, n_keep, seed=0))
+
+
+@pytest.mark.parametrize("n_keep", [59, 40, 1])
+def test_cluster_balanced_auto_small_budget(data, monkeypatch, n_keep):
+    # below 15 %: K clusters, one sample each, the one closest to its cluster's centroid
+    X, _, scores = data
+    seen = _spy_kmeans(monkeypatch)
+    idx = M.cluster_balanced(scores, X, n_keep, seed=0)
+    k, labels, centers = seen[0]
+    assert k == n_keep and len(seen) == 1
+    if k == 1:  # one cluster: its centroid is the mean of all rows
+        np.testing.assert_allclose(centers[0], X.mean(axis=0), rtol=1e-5, atol=1e-5)
+    assert idx.dtype == np.int64 and len(np.unique(idx)) == len(idx) == n_keep
+    used = np.unique(labels)
+    assert len(used) == n_keep  # blobs this tight still give K non-empty clusters
+    np.testing.assert_array_equal(np.bincount(labels[idx], minlength=k)[used], 1)
+    for c in used:
+        members = np.flatnonzero(labels == c)
+        d = ((X[members] - centers[c]) ** 2).sum(1)
+        assert idx[labels[idx] == c][0] == members[np.argmin(d)]
+    explicit = M.cluster_balanced(
+        scores, X, n_keep, seed=0, n_clusters="budget", quota="equal", keep="closest"
+    )
+    np.testing.assert_array_equal(idx, explicit)
+    # the scores are not used: none needed, the same selection
+    np.testing.assert_array_equal(idx, M.cluster_balanced(None, X, n_keep, seed=0))
+    np.testing.assert_array_equal(idx, M.cluster_balanced(scores, X, n_keep, seed=0))
+
+
+def test_cluster_balanced_budget_above_the_cluster_cap(monkeypatch):
+    # small budget with K > 1000: 1000 clusters, equal quotas (K / 1000 each), closest first
+    X, _ = _blobs([3000] * 5, d=4, spread=1.0)
+    monkeypatch.setattr(M, "MAX_BUDGET_CLUSTERS", 50)
+    seen = _spy_kmeans(monkeypatch)
+    idx = M.cluster_balanced(None, X, 1000, seed=0)  # 1000 of 15,000: 6.7 %
+    k, labels, _ = seen[0]
+    assert k == 50 and len(np.unique(idx)) == 1000
+    counts = np.bincount(labels[idx], minlength=k)
+    sizes = np.bincount(labels, minlength=k)
+    assert np.all(counts == np.minimum(sizes, counts.max())) and counts.max() - counts.min() <= 1
+
+
+def test_cluster_balanced_auto_options_override_one_by_one(data, monkeypatch):
+    X, _, scores = data
+    seen = _spy_kmeans(monkeypatch)
+    idx = M.cluster_balanced(scores, X, 40, seed=0, keep="high")  # small budget, but high
+    k, labels, _ = seen[-1]
+    assert k == 40
+    for c in np.unique(labels[idx]):  # one per cluster: its highest score
+        members = np.flatnonzero(labels == c)
+        assert idx[labels[idx] == c][0] == members[np.argmax(scores[members])]
+    M.cluster_balanced(scores, X, 40, seed=0, n_clusters=5)
+    assert seen[-1][0] == 5
+    # budget_fraction moves the switch; 0 never switches (sqrt, proportional, high)
+    M.cluster_balanced(scores, X, 80, seed=0, budget_fraction=0.25)  # 20 % < 25 %
+    assert seen[-1][0] == 80
+    a = M.cluster_balanced(scores, X, 40, seed=0, budget_fraction=0.0)
+    assert seen[-1][0] == 6
+    b = M.cluster_balanced(
+        scores, X, 40, seed=0, n_clusters="sqrt", quota="proportional", keep="high"
+    )
+    np.testing.assert_array_equal(a, b)
+    # n_clusters=None is "auto"
+    M.cluster_balanced(scores, X, 40, seed=0, n_clusters=None)
+    assert seen[-1][0] == 40
+
+
+def test_cluster_balanced_bad_options(data):
+    X, _, scores = data
+    for bad in (-0.1, 1.5, "x", None):
+        with pytest.raises(ValueError, match="budget_fraction"):
+            M.cluster_balanced(scores, X, 10, budget_fraction=bad)
+    for bad in ("many", 0, 2.5):
+        with pytest.raises(ValueError, match="n_clusters"):
+            M.cluster_balanced(scores, X, 10, n_clusters=bad)
+    with pytest.raises(ValueError, match="quota"):
+        M.cluster_balanced(scores, X, 10, quota="more")
+    with pytest.raises(ValueError, match="keep"):
+        M.cluster_balanced(scores, X, 10, keep="middle")
+
+
+def test_cluster_balanced_without_scores_needs_random_or_closest(data):
+    X, lab, _ = data
+    # K >= 15 %: "auto" keeps the highest scores, so scores are needed
+    with pytest.raises(ValueError, match="keep='random' or 'closest'"):
+        M.cluster_balanced(None, X, 100)
+    with pytest.raises(ValueError, match="keep='random' or 'closest'"):
+        M.cluster_balanced(None, X, 10, keep="high")
+    assert len(M.cluster_balanced(None, X, 100, keep="random", seed=0)) == 100
+    assert len(M.cluster_balanced(None, X, 100, keep="closest", seed=0)) == 100
+    assert len(M.cluster_balanced(None, X, 10, seed=0)) == 10  # small budget: closest
+    with pytest.raises(ValueError, match="needs embeddings"):
+        M.cluster_balanced(None, None, 10, labels=lab)
 
 
 def test_stratified_fills_small_strata_first_and_drops_beta():

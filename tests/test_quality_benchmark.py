@@ -66,7 +66,8 @@ def test_every_method_selects_exactly_k_distinct_indices(quick_run):
     assert not np.array_equal(selections[("random", PRUNE, 0)], selections[("random", PRUNE, 1)])
     assert len(res["results"]["random"][str(PRUNE)]["runs"]) == cfg.random_seeds
     for m in quality.METHODS[1:]:
-        assert len(res["results"][m][str(PRUNE)]["runs"]) == cfg.method_seeds
+        runs = cfg.default_row_seeds if m in quality.DEFAULT_ROWS else cfg.method_seeds
+        assert len(res["results"][m][str(PRUNE)]["runs"]) == runs
 
 
 @needs_fmnist
@@ -98,6 +99,8 @@ def test_reports_are_written(quick_run, tmp_path):
     md = open(paths["md"]).read()
     for m in quality.METHODS:
         assert f"| {m} |" in md
+    assert "## Beats random?" in md and "max(std_method, std_random)" in md
+    assert set(res["versus_random"]) == set(quality.LEARNERS)
     assert os.path.getsize(paths["png"]) > 1000
 
 
@@ -108,6 +111,23 @@ def test_cluster_balanced_quota_redistributes():
     quality.validate_selection(idx, len(labels), 30)
     counts = np.bincount(labels[idx], minlength=3)
     assert counts.tolist() == [2, 3, 25]
+
+
+def test_versus_random_needs_more_than_one_std_of_either_row():
+    def entry(mean, std):
+        return {"linear_probe": {"mean": mean, "std": std}}
+
+    results = {
+        "random": {"70": entry(0.80, 0.01), "90": entry(0.80, 0.01)},
+        # +0.02 beats a 0.01 band; +0.02 does not beat a 0.03 band (the method's own std)
+        "a": {"70": entry(0.82, 0.005), "90": entry(0.82, 0.03)},
+        # -0.015 loses against random's 0.01; +0.005 is within one std
+        "b": {"70": entry(0.785, 0.0), "90": entry(0.805, 0.0)},
+    }
+    vs = quality.versus_random(results, (70, 90), "linear_probe")
+    assert set(vs) == {"a", "b"}
+    assert vs["a"]["70"] == (pytest.approx(0.02), "win")
+    assert vs["a"]["90"][1] == "" and vs["b"]["70"][1] == "loss" and vs["b"]["90"][1] == ""
 
 
 def test_missing_dataset_exits_with_the_install_command(monkeypatch, capsys):
