@@ -7,7 +7,8 @@ PY := $(VENV)/bin/python
 REQS := requirements.txt requirements-dev.txt requirements-dask.txt
 STAMP := $(VENV)/.installed-$(shell cat $(REQS) | sha1sum | cut -c1-12)
 
-.PHONY: install demo test test-all lint browser-deps data-deps benchmark-quality benchmark-scoring
+.PHONY: install demo test test-all lint browser-deps data-deps benchmark-quality benchmark-scoring \
+	benchmark-scale benchmark-dask
 
 $(STAMP): $(REQS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,6 +42,14 @@ benchmark-quality: install data-deps
 # Engine vs the straightforward implementation (see README, Performance).
 benchmark-scoring: install
 	$(PY) benchmarks/bench_scoring.py --n 10000 50000 --workers 1 2 --baseline-seconds 30
+
+# compute_zcore end to end on 1.28M x 512, delegated (builds the dataset once, ~8 min).
+benchmark-scale: install
+	$(PY) benchmarks/bench_scale.py
+
+# Dask LocalCluster vs the in-process engine, and the projection for 24M samples.
+benchmark-dask: install
+	$(PY) benchmarks/bench_dask.py --n 50000 1280000 --points 500000 200000
 
 lint: install
 	$(VENV)/bin/ruff check .

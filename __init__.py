@@ -4,6 +4,8 @@ The operators only read parameters (with defaults: forms' defaults are not appli
 calls), build their forms, and call the FiftyOne layer in ``zcore/``.
 """
 
+import importlib.util
+
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
@@ -115,6 +117,26 @@ class ComputeZcore(foo.Operator):
             required=False,
         )
 
+        inputs.str(
+            "cache_dir",
+            label="Embeddings cache directory (optional)",
+            description=(
+                "Keep the embedding matrix here as a memory-mapped file, so that re-runs with "
+                "other settings skip reading the database (invalidated when samples change)"
+            ),
+            required=False,
+        )
+        if importlib.util.find_spec("distributed") is not None:
+            inputs.str(
+                "dask_scheduler",
+                label="Dask cluster (optional, delegated runs)",
+                description=(
+                    "Score on a Dask cluster: a scheduler address such as tcp://host:8786, or "
+                    "'local' for a LocalCluster of the worker processes above. Same scores"
+                ),
+                required=False,
+            )
+
         inputs.bool(
             "save_coreset",
             label="Also save a coreset view",
@@ -159,6 +181,13 @@ class ComputeZcore(foo.Operator):
 
         num_workers = int(p.get("num_workers") or 1)
         use_mp = bool(ctx.delegated) and num_workers > 1
+        scheduler = (p.get("dask_scheduler") or "").strip() or None
+        if scheduler is not None:
+            if not ctx.delegated:
+                raise ValueError(
+                    "scoring on a Dask cluster runs only in a delegated (scheduled) operation"
+                )
+            use_mp = False
 
         def progress(fraction, label):
             ctx.set_progress(progress=fraction, label=label)
@@ -178,10 +207,13 @@ class ComputeZcore(foo.Operator):
             seed=p.get("seed", None),
             component_fields=bool(p.get("component_fields", False)),
             use_multiprocessing=use_mp,
-            num_workers=num_workers if use_mp else None,
+            num_workers=num_workers if use_mp or scheduler else None,
             device=p.get("device") or None,
             batch_size=p.get("batch_size", _DEFAULTS["batch_size"]),
             progress=progress,
+            cache_dir=p.get("cache_dir") or None,
+            backend="local" if scheduler is None else "dask",
+            client=None if scheduler in (None, "local") else scheduler,
         )
         out = {
             "score_field": score_field,
@@ -240,8 +272,8 @@ class ComputeZcore(foo.Operator):
             compute_zcore(view, model="efficientnet-lite0", delegate=True)  # schedule it
 
         Keyword arguments are the operator's parameters (``score_field``, ``n_samples``,
-        ``redund_nn``, ``seed``, ``num_workers``, ...). ``model`` is a key of
-        :data:`zcore.models.MODEL_CHOICES`.
+        ``redund_nn``, ``seed``, ``num_workers``, ``cache_dir``, ``dask_scheduler``, ...).
+        ``model`` is a key of :data:`zcore.models.MODEL_CHOICES`.
         """
         ctx = _sdk_ctx(sample_collection)
         params = dict(params)
@@ -551,7 +583,8 @@ _METHOD_CHOICES = (
     (
         "cluster_balanced",
         "Cluster-balanced",
-        "k-means on the embeddings, a quota per cluster, the best scores inside each",
+        "k-means clusters and a quota per cluster: the best scores inside each, or the most "
+        "typical samples when keeping under 15%; beats random on the quality benchmark",
     ),
     (
         "stratified",
@@ -578,18 +611,27 @@ def _method_inputs(ctx, inputs, view):
     p = ctx.params
     method = p.get("method") or "topk"
     if method == "cluster_balanced":
+        inputs.view(
+            "auto_rule",
+            types.Notice(
+                label="Auto (the benchmarked default): keeping at least 15% of the samples, "
+                "the highest scores in round(sqrt(K)) clusters with proportional quotas; keeping "
+                "less, one cluster per kept sample (up to 1,000) and the samples closest to the "
+                "centroids"
+            ),
+        )
         inputs.int(
             "n_clusters",
             label="Clusters (k)",
-            description="Empty: round(sqrt(kept samples)), between 2 and 100",
+            description="Empty: automatic (see above)",
             required=False,
             min=1,
         )
-        inputs.enum("quota", ["proportional", "equal"], default="proportional", label="Quota")
+        inputs.enum("quota", ["auto", "proportional", "equal"], default="auto", label="Quota")
         inputs.enum(
             "keep",
-            ["high", "low", "random", "closest"],
-            default="high",
+            ["auto", "high", "low", "random", "closest"],
+            default="auto",
             label="Inside a cluster keep",
         )
     elif method == "stratified":
@@ -637,7 +679,7 @@ def _method_inputs(ctx, inputs, view):
 
 
 _METHOD_OPTIONS = {
-    "cluster_balanced": {"n_clusters": None, "quota": "proportional", "keep": "high"},
+    "cluster_balanced": {"n_clusters": None, "quota": "auto", "keep": "auto"},
     "stratified": {"beta": 0.0, "drop": "low"},
     "hierarchical_kmeans": {"inside": "random"},
     "target": {},

@@ -88,13 +88,15 @@ def make_embeddings(n, d, seed, clusters=20):
 
 
 class _TreeMemory:
-    """Peak of the summed PSS (or RSS without PSS) of this process and its children, sampled."""
+    """Peak of the summed PSS (or RSS without PSS) of this process and its children, sampled;
+    children whose process name contains one of ``skip`` are left out."""
 
-    def __init__(self, every=0.25):
+    def __init__(self, every=0.25, skip=()):
         import psutil
 
         self.psutil = psutil
         self.every = every
+        self.skip = tuple(skip)
         self.peak = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -104,6 +106,8 @@ class _TreeMemory:
         total = 0
         for proc in [me, *me.children(recursive=True)]:
             try:
+                if any(name in proc.name() for name in self.skip):
+                    continue
                 info = proc.memory_full_info()
                 total += getattr(info, "pss", info.rss)
             except (self.psutil.Error, OSError):

@@ -186,3 +186,14 @@ def test_global_bound_is_the_smallest_guaranteed_kth_distance():
         assert bound == want
         if np.isfinite(bound):
             assert sum(int((c <= bound).sum()) for c in cands) >= k
+
+
+def test_dask_scores_a_memory_mapped_matrix(client, tmp_path):
+    from zcore import zcore_scores
+
+    X = np.random.default_rng(4).normal(size=(500, 16)).astype(np.float32)
+    np.save(tmp_path / "X.npy", X)
+    mapped = np.load(tmp_path / "X.npy", mmap_mode="r")
+    kw = {"n_samples": 800, "redund_nn": 30, "seed": 9}
+    got = zcore_scores(mapped, backend="dask", client=client, **kw)
+    assert np.array_equal(got, zcore_scores(X, **kw))

@@ -155,6 +155,20 @@ def test_operator_with_method(make_dataset):
     assert out.result["count"] == 4 and ds.list_runs() == ["coreset_cluster_balanced"]
 
 
+@pytest.mark.parametrize("size", [30, 5])  # keeping 50% (best scores) and 8% (typical samples)
+def test_operator_cluster_balanced_uses_the_benchmarked_default(make_dataset, size):
+    ds, X = make_dataset(60, 4)
+    _with_scores(ds)
+    scores = np.array(ds.values("zcore_score"))
+    out = foo.get_operator(SELECT)(
+        ds, size=size, method="cluster_balanced", embeddings="embeddings", seed=2, view_name="cb"
+    )
+    assert out.result["count"] == size
+    want = M.cluster_balanced(scores, X, size, seed=2)
+    ids = np.array(ds.values("id"))
+    assert set(ds.load_saved_view("cb").values("id")) == set(ids[want])
+
+
 def test_operator_form_shows_method_options_without_running(make_dataset):
     from fiftyone.operators.executor import ExecutionContext
 

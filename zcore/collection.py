@@ -14,12 +14,14 @@ Levels: a collection is scored where its embeddings live.
   is scored and the score is written to ``frames.<score_field>``.
 """
 
+import os
 import time
 
 import fiftyone as fo
 import numpy as np
 from fiftyone import ViewField as F
 
+from . import store
 from .core.scoring import _score_components, combine_components, default_n_samples
 from .core.selection import resolve_size
 from .core.validation import check_embeddings, check_int, check_seed
@@ -55,6 +57,9 @@ def compute_zcore(
     component_fields=False,
     engine="auto",
     device=None,
+    cache_dir=None,
+    backend="local",
+    client=None,
 ):
     """Compute ZCore scores for a FiftyOne collection and store them in a sample field.
 
@@ -80,8 +85,10 @@ def compute_zcore(
     overwrite : bool, default=False
         Allow replacing an existing run with this key, or an existing ``score_field``.
     n_samples, sample_dim, redund_nn, redund_exp, rand_init, use_multiprocessing, num_workers, \
-    engine, device
-        See :func:`zcore.zcore_scores`.
+    engine, device, backend, client
+        See :func:`zcore.zcore_scores`. ``backend="dask"`` scores on a Dask cluster (``client``:
+        a ``distributed.Client`` or a scheduler address; ``None`` starts a ``LocalCluster`` of
+        ``num_workers`` processes); the embeddings are still read and the scores written here.
     seed : int or None, default=None
         Seed of all randomness. ``None`` draws a fresh seed, which is recorded in the run so the
         scores can be reproduced.
@@ -94,6 +101,21 @@ def compute_zcore(
         points the sample was the nearest to) and ``<score_field>_redundancy`` (float, its total
         redundancy penalty). Without the random initial draw, score = normalised
         ``coverage - redundancy``.
+    cache_dir : str, default=None
+        A directory where the embedding matrix of sample-level fields is cached (``X.npy`` and
+        the sample ids, one sub-directory per dataset, field(s) and view). A later run on the same
+        collection, e.g. with other hyperparameters, memory-maps the matrix (``mmap_mode="r"``)
+        instead of reading the database. The entry is used only while the collection's content
+        fingerprint is unchanged: the number of samples and a hash of their ordered ids and
+        ``last_modified_at`` times, so adding, deleting or editing a sample through FiftyOne
+        (which bumps ``last_modified_at``) invalidates it; checking costs one light pass over the
+        ids. Edits made behind FiftyOne's back (raw MongoDB updates) are not detected. Ignored for
+        object patches, video frames and arrays.
+
+    Sample-level fields are read in batches into one float32 matrix and the scores are written
+    through a temporary collection then moved into the field server-side: an error or
+    ``KeyboardInterrupt`` before that move leaves the previous field values and the schema as
+    they were (see ``docs/scale.md``).
 
     The score is written at the level of the collection (see the module docstring): samples,
     object patches of a ``to_patches()`` view, or video frames for ``"frames.<field>"``
@@ -102,7 +124,9 @@ def compute_zcore(
     Returns
     -------
     fiftyone.core.runs.RunResults
-        With ``num_scored``, ``num_missing``, ``score_field``, ``seed`` and timings.
+        With ``num_scored``, ``num_missing``, ``score_field``, ``seed``, ``timings`` (seconds per
+        phase: ``read_s``, ``score_s``, ``write_s``, ``record_s``, ``total_s``, and ``embed_s``
+        with a model) and ``embeddings_cache`` (``"hit"``, ``"miss"`` or ``None``).
 
     Raises
     ------
@@ -134,13 +158,13 @@ def compute_zcore(
         timings["embed_s"] = time.perf_counter() - t0
 
     t1 = time.perf_counter()
-    ids, X, fields = _load_embeddings(level, embeddings)
+    data = _read_embeddings(level, embeddings, progress, cache_dir)
     timings["read_s"] = time.perf_counter() - t1
+    X, fields = data.X, data.fields
     n_present = len(X)
-    all_ids = ids if fields is None else level.ids()
     if n_present < 3:
         raise ValueError(
-            f"only {n_present} sample(s) of {len(all_ids)} have embeddings; ZCore needs at least 3"
+            f"only {n_present} sample(s) of {data.n_all} have embeddings; ZCore needs at least 3"
         )
 
     params = {
@@ -151,6 +175,8 @@ def compute_zcore(
         "rand_init": rand_init,
     }
     t2 = time.perf_counter()
+    if callable(progress):
+        progress(0.0, "scoring: preparing the embeddings")
     coverage, penalty, init, shift = _score_components(
         X,
         seed=seed,
@@ -158,45 +184,62 @@ def compute_zcore(
         num_workers=num_workers,
         engine=engine,
         device=device,
+        backend=backend,
+        client=client,
         progress=_score_progress(progress),
+        stage=_stage_progress(progress),
         **{k: v for k, v in params.items() if k != "rand_init"},
     )
+    del X
+    data.X = None  # the matrix is not needed to write: let it go before the write
     scores = combine_components(coverage, penalty, init, shift, rand_init=rand_init)
-    columns = {score_field: scores.tolist()}
+    columns = {score_field: scores}
     if component_fields:
-        columns[score_field + "_coverage"] = coverage.tolist()
-        columns[score_field + "_redundancy"] = np.ldexp(penalty.astype(np.float64), -shift).tolist()
+        columns[score_field + "_coverage"] = coverage
+        columns[score_field + "_redundancy"] = np.ldexp(penalty.astype(np.float64), -shift)
     timings["score_s"] = time.perf_counter() - t2
 
-    t3 = time.perf_counter()
-    for name, column in columns.items():
-        values = dict.fromkeys(all_ids)
-        values.update(zip(ids, column))
-        # an existing field may be replaced only with overwrite=True (checked above)
-        level.write(name, values, out_fields[name], _DESCRIPTIONS.get(name[len(score_field) :]))
-    timings["write_s"] = time.perf_counter() - t3
+    def record():
+        t4 = time.perf_counter()
+        config = samples.init_run(
+            method=RUN_METHOD,
+            score_field=score_field,
+            embeddings=fields if fields is not None else "<array>",
+            seed=seed,
+            level=level.kind,
+            score_path=level.path(score_field),
+            component_fields=bool(component_fields),
+            **params,
+        )
+        samples.register_run(run_key, config, overwrite=overwrite)
+        timings["record_s"] = time.perf_counter() - t4
+        timings["total_s"] = time.perf_counter() - t0
+        results = samples.init_run_results(
+            run_key,
+            score_field=score_field,
+            num_scored=n_present,
+            num_missing=data.n_all - n_present,
+            seed=seed,
+            timings=timings,
+            embeddings_cache=data.cache,
+        )
+        samples.save_run_results(run_key, results, overwrite=True)
+        return results
 
-    config = samples.init_run(
-        method=RUN_METHOD,
-        score_field=score_field,
-        embeddings=fields if fields is not None else "<array>",
-        seed=seed,
-        level=level.kind,
-        score_path=level.path(score_field),
-        component_fields=bool(component_fields),
-        **params,
-    )
-    samples.register_run(run_key, config, overwrite=overwrite)
-    timings["total_s"] = time.perf_counter() - t0
-    results = samples.init_run_results(
-        run_key,
-        score_field=score_field,
-        num_scored=n_present,
-        num_missing=len(all_ids) - n_present,
-        seed=seed,
-        timings=timings,
-    )
-    samples.save_run_results(run_key, results, overwrite=True)
+    t3 = time.perf_counter()
+    # an existing field may be replaced only with overwrite=True (checked above)
+    descriptions = {name: _DESCRIPTIONS.get(name[len(score_field) :]) for name in columns}
+    try:
+        data.write(level, columns, out_fields, descriptions, progress)
+    except BaseException as e:
+        if getattr(e, "zcore_written", False):
+            # interrupted while the values were moved into place: the move was completed, so
+            # the field holds these scores; record how they were made before propagating
+            timings["write_s"] = time.perf_counter() - t3
+            record()
+        raise
+    timings["write_s"] = time.perf_counter() - t3
+    results = record()
     return results
 
 
@@ -333,7 +376,7 @@ def _needs_scores(method, options):
     if method in _SCORE_METHODS:
         return True
     if method == "cluster_balanced":
-        return options.get("keep", "high") != "random"
+        return options.get("keep", "auto") not in ("random", "closest")
     if method == "hierarchical_kmeans":
         return options.get("inside") == "score"
     return False
@@ -744,6 +787,93 @@ def _embed_with_model(samples, model, field, batch_size, progress):
     return field
 
 
+class _Embeddings:
+    """The matrix to score and who its rows belong to.
+
+    Fast path (``ids``/``missing`` are ``(n, 12)`` uint8 arrays of sample ``_id`` bytes, see
+    :mod:`zcore.store`), or FiftyOne's ``values()`` path (``ids`` a list of id strings, and
+    ``all_ids`` every unit of the level, ``None`` for an array).
+    """
+
+    def __init__(self, X, fields, ids, *, missing=None, all_ids=None, cache=None, cache_ref=None):
+        self.X, self.fields, self.ids = X, fields, ids
+        self.missing, self.all_ids, self.cache = missing, all_ids, cache
+        self.cache_ref = cache_ref  # (cache_dir, key, stamp at read time)
+        self.fast = missing is not None
+
+    @property
+    def n_all(self):
+        if self.fast:
+            return len(self.ids) + len(self.missing)
+        return len(self.ids if self.all_ids is None else self.all_ids)
+
+    def write(self, level, columns, ftypes, descriptions, progress):
+        """Write ``columns`` (name -> one value per row of ``X``); units without embeddings get
+        ``None``."""
+        if self.fast:
+            samples = level.samples
+            cols = [(k, v, ftypes[k], descriptions[k]) for k, v in columns.items()]
+            unchanged = self.cache_ref is not None and store.stamp(samples) == self.cache_ref[2]
+            store.write_columns(samples, self.ids, self.missing, cols, progress=progress)
+            if self.cache_ref is not None:
+                # writing the scores bumped last_modified_at: keep the cache entry valid, unless
+                # the samples changed since they were read
+                cache_dir, key, _ = self.cache_ref
+                if unchanged:
+                    store.refresh_cached(cache_dir, key, store.fingerprint(samples))
+                else:
+                    store.drop_cached(cache_dir, key)
+            return
+        all_ids = self.ids if self.all_ids is None else self.all_ids
+        for name, column in columns.items():
+            values = dict.fromkeys(all_ids)
+            values.update(zip(self.ids, column.tolist()))
+            level.write(name, values, ftypes[name], descriptions[name])
+
+
+def _read_embeddings(level, embeddings, progress, cache_dir):
+    """:class:`_Embeddings` of ``embeddings`` (field name(s) or an array) for ``level``.
+
+    Top-level vector fields of a sample-level collection are read by :mod:`zcore.store` (cached in
+    ``cache_dir`` when given); anything else, or values the fast reader cannot take exactly like
+    ``values()`` (then the general path reports the error), goes through :func:`_load_embeddings`.
+    """
+    samples = level.samples
+    names = _field_names(embeddings)
+    schema = samples.get_field_schema(flat=True) if names else {}
+    fast = (
+        names
+        and level.kind == "samples"
+        and store.supports(samples, names)
+        and all(f in schema for f in names)
+    )
+    if fast:
+        report = progress if callable(progress) else None
+        key = fp = ref = None
+        if cache_dir is not None:
+            cache_dir = os.path.expanduser(os.fspath(cache_dir))
+            key = store.cache_key(samples, names)
+            ref = (cache_dir, key, store.stamp(samples))
+            fp = store.fingerprint(samples, progress=report)
+            hit = store.load_cached(cache_dir, key, fp)
+            if hit is not None:
+                X, ids, missing = hit
+                return _Embeddings(X, names, ids, missing=missing, cache="hit", cache_ref=ref)
+        try:
+            X, ids, missing = store.read_embeddings(samples, names, progress=report)
+        except store.Unsupported:
+            pass
+        else:
+            if len(X) >= 3:
+                X = check_embeddings(X, input_name=f"embeddings field(s) {names}")
+                if key is not None:  # only valid embeddings are cached
+                    store.save_cached(cache_dir, key, fp, X, ids, missing, {"fields": names})
+            cache = None if key is None else "miss"
+            return _Embeddings(X, names, ids, missing=missing, cache=cache, cache_ref=ref)
+    ids, X, fields = _load_embeddings(level, embeddings)
+    return _Embeddings(X, fields, ids, all_ids=level.ids() if fields is not None else None)
+
+
 def _load_embeddings(level, embeddings):
     """``(ids, X, fields)``: ids of units (samples, patches or frames) that have embeddings, their
     float32 matrix, the fields.
@@ -815,7 +945,30 @@ def _as_vector(value):
 def _score_progress(progress):
     if progress is None or progress is False or progress is True:
         return bool(progress)
-    return lambda done, total: progress(done / total, f"scoring {done:,}/{total:,} points")
+    last = [-float("inf")]
+
+    def report(done, total):
+        # workers are polled every few ms: forward at most every store.PROGRESS_DT seconds
+        now = time.monotonic()
+        if done >= total or now - last[0] >= store.PROGRESS_DT:
+            last[0] = now
+            progress(done / total, f"scoring {done:,}/{total:,} points")
+
+    return report
+
+
+def _stage_progress(progress):
+    if not callable(progress):
+        return None
+    last = [-float("inf"), None]
+
+    def report(label, fraction):
+        now = time.monotonic()
+        if now - last[0] >= store.PROGRESS_DT or fraction >= 1 or label != last[1]:
+            last[0], last[1] = now, label
+            progress(0.0, f"scoring: {label} ({fraction:.0%})")
+
+    return report
 
 
 def _embed_progress(progress):

@@ -53,12 +53,15 @@ def embedding_stats(X, progress=None):
     ``progress(done, total)``, when given, is called after each block of dimensions (the medians
     take about 50 ms per dimension per million samples).
     """
-    low = X.min(axis=0).astype(np.float64)
-    high = X.max(axis=0).astype(np.float64)
+    low = np.empty(X.shape[1], dtype=np.float64)
+    high = np.empty(X.shape[1], dtype=np.float64)
     mode = np.empty(X.shape[1], dtype=np.float64)
     for start in range(0, X.shape[1], _STATS_BLOCK):
-        block = X[:, start : start + _STATS_BLOCK].astype(np.float64)
-        mode[start : start + block.shape[1]] = np.median(block, axis=0)
+        block = X[:, start : start + _STATS_BLOCK].astype(np.float64)  # exact copies
+        cols = slice(start, start + block.shape[1])
+        low[cols] = block.min(axis=0)
+        high[cols] = block.max(axis=0)
+        mode[cols] = np.median(block, axis=0)
         if progress is not None:
             progress(start + block.shape[1], X.shape[1])
     valid = np.flatnonzero(high > low)

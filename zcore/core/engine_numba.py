@@ -69,7 +69,9 @@ except ImportError:  # pragma: no cover - exercised only without numba
 AVAILABLE = numba is not None
 
 #: Bytes of sorted orders and values (8 per sample and dimension) held at once, per process.
-MEMORY_BUDGET = 512 << 20
+MEMORY_BUDGET = 256 << 20
+#: Points per call of the coverage kernel (a progress report after each).
+COVER_SLICE = 4096
 #: Largest ``X`` (bytes) of which a column-major copy is kept for the exact distances.
 COLUMNS_BUDGET = 512 << 20
 #: Points of a block sharing their other dimension from which that column is gathered for them
@@ -837,26 +839,29 @@ class Prepared:
         )
 
         def cover(pts, sslot, order, vals):
-            out = np.empty(pts.size, np.int64)
-            _cover_kernel(
-                src,
-                dims[pts],
-                self.codes,
-                self.e_low,
-                self.e_high,
-                dims[pts],
-                coords[pts],
-                tscan[pts],
-                sslot,
-                order,
-                vals,
-                out,
-                lb,
-                hit,
-            )
-            winners[pts] = out
-            if report is not None:
-                report(pts.size)
+            # in slices, so that progress moves every few thousand points
+            for c0 in range(0, pts.size, COVER_SLICE):
+                part = pts[c0 : c0 + COVER_SLICE]
+                out = np.empty(part.size, np.int64)
+                _cover_kernel(
+                    src,
+                    dims[part],
+                    self.codes,
+                    self.e_low,
+                    self.e_high,
+                    dims[part],
+                    coords[part],
+                    tscan[part],
+                    sslot[c0 : c0 + COVER_SLICE],
+                    order,
+                    vals,
+                    out,
+                    lb,
+                    hit,
+                )
+                winners[part] = out
+                if report is not None:
+                    report(part.size)
 
         self._phase(X, dims, tscan, cover)
         return winners

@@ -181,9 +181,11 @@ def _score_components(
     """Validate, draw and accumulate; returns ``coverage, penalty, init, shift``.
 
     ``stage(label, fraction)``, when given, reports the set-up before the points are scored
-    (per-dimension statistics, the engine's preparation), which takes tens of seconds for a
-    million samples.
+    (checks, per-dimension statistics, the engine's preparation), which takes tens of seconds for
+    a million samples.
     """
+    if stage is not None:
+        stage("checking the embeddings", 0.0)
     X = check_embeddings(embeddings)
     n = X.shape[0]
     n_samples = check_int(n_samples, "n_samples", min_value=1, allow_none=True)
