@@ -204,6 +204,8 @@ def _score_components(
 
     backend = _check_backend(backend, engine, device, use_multiprocessing, client)
     if backend == "local":
+        if stage is not None:
+            stage("loading the engine (compiled on first use)", 0.0)
         accumulate = get_engine(engine, device=device)
 
     stats = embedding_stats(
