@@ -43,7 +43,7 @@ benchmark-quality: install data-deps
 benchmark-scoring: install
 	$(PY) benchmarks/bench_scoring.py --n 10000 50000 --workers 1 2 --baseline-seconds 30
 
-# compute_zcore end to end on 1.28M x 512, delegated (builds the dataset once, ~8 min).
+# compute_zcore end to end on 1.28M x 512, delegated: builds the dataset once (~2 min), runs ~10 min.
 benchmark-scale: install
 	$(PY) benchmarks/bench_scale.py
 
