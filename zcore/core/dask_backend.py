@@ -34,7 +34,7 @@ import time
 
 import numpy as np
 
-from .engine import _k_smallest, penalty_weights, to_fixed
+from .engine import _k_smallest, add_point_penalties, l1_distances
 
 #: Bytes of candidate lists held per batch (by each shard, and by the driver).
 BATCH_BYTES = 256 << 20
@@ -93,9 +93,7 @@ class Shard:
         else:
             local = _nearest_numpy(self.X, dims, coords)
         vals = self.X[local[:, None], dims].astype(np.float64)
-        dist = np.abs(vals[:, 0] - coords[:, 0])  # the numpy engine's operations, in drawn order
-        for j in range(1, dims.shape[1]):
-            dist += np.abs(vals[:, j] - coords[:, j])
+        dist = l1_distances(vals, coords.T)  # row p: the winner's distance to point p
         self.busy_s += time.perf_counter() - t0
         return dist, local + self.offset, vals
 
@@ -123,7 +121,7 @@ class Shard:
             self.prepared.neighbours(self.X, dims, centers, local_ex, k_local, take)
         else:
             for p in range(len(dims)):
-                dist = _l1(self.X, dims[p], centers[p])
+                dist = l1_distances(self.X[:, dims[p]].astype(np.float64), centers[p])
                 if local_ex[p] >= 0:
                     dist[local_ex[p]] = np.inf
                 available = n - (local_ex[p] >= 0)
@@ -154,17 +152,13 @@ class Shard:
         return out
 
 
-def _l1(X, dp, q):
-    """L1 distance of every row of ``X`` to ``q`` over dims ``dp``: the numpy engine's ops."""
-    cols = X[:, dp].astype(np.float64)
-    dist = np.abs(cols[:, 0] - q[0])
-    for j in range(1, cols.shape[1]):
-        dist += np.abs(cols[:, j] - q[j])
-    return dist
-
-
 def _nearest_numpy(X, dims, coords):
-    return np.array([int(np.argmin(_l1(X, dims[p], coords[p]))) for p in range(len(dims))])
+    return np.array(
+        [
+            int(np.argmin(l1_distances(X[:, dp].astype(np.float64), q)))
+            for dp, q in zip(dims, coords)
+        ]
+    )
 
 
 #: Ranks per center that each shard reports to bound the global ``k``-th distance.
@@ -425,8 +419,5 @@ class _Merger:
         for r in range(dist.shape[0]):
             keep = np.flatnonzero(idx[r] >= 0)
             order = np.lexsort((idx[r, keep], dist[r, keep]))[: self.k]
-            nd, nn = dist[r, keep[order]], idx[r, keep[order]]
-            if nd[0] == 0.0:
-                penalty[nn[0]] += self.one
-            else:
-                penalty[nn] += to_fixed(penalty_weights(nd, self.exp), self.shift)
+            nn, nd = idx[r, keep[order]], dist[r, keep[order]]
+            add_point_penalties(penalty, nn, nd, exp=self.exp, shift=self.shift)

@@ -68,27 +68,16 @@ def accumulate_numpy(X, dims, coords, coverage, penalty, *, k, exp, shift, progr
         Called with the number of points processed since the last call.
     """
     n = X.shape[0]
-    one = np.int64(1) << shift
     done = 0
     for p in range(len(dims)):
-        dp = dims[p]
-        cols = X[:, dp].astype(np.float64)
-        dist = np.abs(cols[:, 0] - coords[p, 0])
-        for j in range(1, cols.shape[1]):
-            dist += np.abs(cols[:, j] - coords[p, j])
-        c = int(np.argmin(dist))
+        cols = X[:, dims[p]].astype(np.float64)
+        c = int(np.argmin(l1_distances(cols, coords[p])))
         coverage[c] += 1
 
-        center = cols[c].copy()
-        dist = np.abs(cols[:, 0] - center[0])
-        for j in range(1, cols.shape[1]):
-            dist += np.abs(cols[:, j] - center[j])
+        dist = l1_distances(cols, cols[c].copy())
         dist[c] = np.inf
         nn, nd = _k_smallest(dist, k, n)
-        if nd[0] == 0.0:
-            penalty[nn[0]] += one
-        else:
-            penalty[nn] += to_fixed(penalty_weights(nd, exp), shift)
+        add_point_penalties(penalty, nn, nd, exp=exp, shift=shift)
 
         done += 1
         if progress is not None and done == PROGRESS_EVERY:
@@ -96,6 +85,29 @@ def accumulate_numpy(X, dims, coords, coverage, penalty, *, k, exp, shift, progr
             done = 0
     if progress is not None and done:
         progress(done)
+
+
+def l1_distances(cols, ref):
+    """L1 distances of the rows of ``cols`` (float64, shape ``(N, s)``) to ``ref``, as the law
+    computes them: float64 absolute differences summed over the dimensions in their drawn order.
+
+    ``ref[j]`` may be a scalar or an array broadcasting against ``cols[:, j]`` (e.g. ``ref =
+    coords.T`` gives row ``i``'s distance to its own point ``coords[i]``).
+    """
+    dist = np.abs(cols[:, 0] - ref[0])
+    for j in range(1, cols.shape[1]):
+        dist += np.abs(cols[:, j] - ref[j])
+    return dist
+
+
+def add_point_penalties(penalty, nn, nd, *, exp, shift):
+    """Add one point's redundancy penalties (fixed point): ``nn``/``nd`` are its ``k`` neighbours
+    and their distances ordered by ``(distance, index)``; if the nearest is at distance 0, only it
+    gets the whole penalty."""
+    if nd[0] == 0.0:
+        penalty[nn[0]] += np.int64(1) << shift
+    else:
+        penalty[nn] += to_fixed(penalty_weights(nd, exp), shift)
 
 
 def _k_smallest(dist, k, n):
