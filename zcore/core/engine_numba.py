@@ -805,17 +805,29 @@ class Prepared:
         n, n_dims = X.shape
         order = np.empty((n_dims, n), np.int32)
         vals = np.empty((n_dims, n), np.float32)
-        column = np.empty((1, n), np.float32)
-        for j in range(n_dims):
-            if self.columns.shape[0]:
-                col = self.columns[j]
-            else:
-                _gather(X, np.array([j]), column, 0)
-                col = column[0]
-            o = np.argsort(col)
-            order[j] = o
-            vals[j] = col[o]
+        self._sort_dims(X, np.arange(n_dims), order, vals, self._scratch(n_dims, n))
         self._sorted = (order, vals)
+
+    def _scratch(self, rows, n):
+        """Buffer of gathered columns for :meth:`_sort_dims` (none with a column-major copy)."""
+        size = 0 if self.columns.shape[0] else min(_GATHER_CHUNK, rows)
+        return np.empty((size, n), np.float32)
+
+    def _sort_dims(self, X, dims, order, vals, scratch):
+        """Row ``j`` of ``order``/``vals``: the argsort and sorted values of dimension
+        ``dims[j]``, its column read from the column-major copy or gathered into ``scratch``."""
+        step = scratch.shape[0] or _GATHER_CHUNK
+        for j0 in range(0, dims.size, step):
+            part = dims[j0 : j0 + step]
+            if self.columns.shape[0]:
+                cols = self.columns[part]
+            else:
+                _gather(X, part, scratch, 0)
+                cols = scratch
+            for j in range(part.size):
+                o = np.argsort(cols[j])
+                order[j0 + j] = o
+                vals[j0 + j] = cols[j][o]
 
     def nearest(self, X, dims, coords, report=None):
         """Index of the nearest sample of each point (L1 over its dimensions; ties: lowest index).
@@ -1000,25 +1012,13 @@ class Prepared:
         else:
             order = np.empty((rows, n), np.int32)
             vals = np.empty((rows, n), np.float32)
-        scratch_rows = 0 if cached or self.columns.shape[0] else min(_GATHER_CHUNK, max(rows, 1))
-        scratch = np.empty((scratch_rows, n), np.float32)
+        scratch = self._scratch(0 if cached else rows, n)
         for g in range(len(bounds) - 1):
             pts = order_pts[bounds[g] : bounds[g + 1]]
             b = int(block[pts[0]])
             if b >= 0 and not cached:
                 dims_b = sorted_dims[b * per_block : (b + 1) * per_block]
-                step = scratch.shape[0] or _GATHER_CHUNK
-                for j0 in range(0, dims_b.size, step):
-                    part = dims_b[j0 : j0 + step]
-                    if self.columns.shape[0]:
-                        cols = self.columns[part]
-                    else:
-                        _gather(X, part, scratch, 0)
-                        cols = scratch
-                    for j in range(part.size):
-                        o = np.argsort(cols[j])
-                        order[j0 + j] = o
-                        vals[j0 + j] = cols[j][o]
+                self._sort_dims(X, dims_b, order, vals, scratch)
             sslot = np.where(use_sort[pts], srank[scan[pts]] - max(b, 0) * per_block, -1)
             kernel(pts, sslot, order, vals)
 
