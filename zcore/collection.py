@@ -945,13 +945,10 @@ def _as_vector(value):
 def _score_progress(progress):
     if progress is None or progress is False or progress is True:
         return bool(progress)
-    last = [-float("inf")]
+    rate = store.RateLimit()  # workers are polled every few ms: forward every PROGRESS_DT s
 
     def report(done, total):
-        # workers are polled every few ms: forward at most every store.PROGRESS_DT seconds
-        now = time.monotonic()
-        if done >= total or now - last[0] >= store.PROGRESS_DT:
-            last[0] = now
+        if rate.due(force=done >= total):
             progress(done / total, f"scoring {done:,}/{total:,} points")
 
     return report
@@ -960,12 +957,12 @@ def _score_progress(progress):
 def _stage_progress(progress):
     if not callable(progress):
         return None
-    last = [-float("inf"), None]
+    rate = store.RateLimit()
+    last_label = [None]
 
     def report(label, fraction):
-        now = time.monotonic()
-        if now - last[0] >= store.PROGRESS_DT or fraction >= 1 or label != last[1]:
-            last[0], last[1] = now, label
+        if rate.due(force=fraction >= 1 or label != last_label[0]):
+            last_label[0] = label
             progress(0.0, f"scoring: {label} ({fraction:.0%})")
 
     return report

@@ -500,6 +500,22 @@ def save_cached(cache_dir, key, fp, X, ids, missing, info=None):
 # --- progress -----------------------------------------------------------------------------------
 
 
+class RateLimit:
+    """``due(force=False)``: true at most every ``dt`` seconds (always when ``force``); the one
+    pacing rule of every progress report (the read, the write, the scoring and its set-up)."""
+
+    def __init__(self, dt=None):
+        self.dt = PROGRESS_DT if dt is None else dt
+        self.last = -np.inf
+
+    def due(self, force=False):
+        now = time.monotonic()
+        if force or now - self.last >= self.dt:
+            self.last = now
+            return True
+        return False
+
+
 class _Throttle:
     """``report(done)``: calls ``progress(done / total, label)`` at most every PROGRESS_DT s."""
 
@@ -507,13 +523,9 @@ class _Throttle:
         self.progress = progress if callable(progress) else None
         self.total = max(int(total), 1)
         self.label = label
-        self.last = -np.inf
+        self.rate = RateLimit()
 
     def __call__(self, done, force=False):
-        if self.progress is None:
-            return
-        now = time.monotonic()
-        if force or now - self.last >= PROGRESS_DT:
-            self.last = now
+        if self.progress is not None and self.rate.due(force):
             frac = min(float(done) / self.total, 1.0)
             self.progress(frac, f"{self.label}: {int(frac * self.total):,}/{self.total:,}")
