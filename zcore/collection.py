@@ -368,20 +368,6 @@ def select_coreset(
 
 
 SELECTION_RUN_METHOD = "zcore_selection"
-_SCORE_METHODS = ("topk", "stratified")  # methods that need no embeddings
-
-
-def _needs_scores(method, options):
-    """Whether ``method`` with ``options`` cannot run without scores."""
-    if method in _SCORE_METHODS:
-        return True
-    if method == "cluster_balanced":
-        return options.get("keep", "auto") not in ("random", "closest")
-    if method == "hierarchical_kmeans":
-        return options.get("inside") == "score"
-    return False
-
-
 def _select_with_method(
     samples,
     *,
@@ -438,16 +424,16 @@ def _select_with_method(
         field = _check_existing_score_field(samples, level.resolve(score_field))
         s_all = np.array([np.nan if v is None else v for v in level.read(field)], dtype=np.float64)
         scores_from = field
-    elif _needs_scores(method, options):
+    elif M.needs_scores(method, options):
         _check_existing_score_field(samples, level.resolve(score_field))  # raises: not found
     else:
         s_all, scores_from = None, None
 
-    needs_emb = method not in _SCORE_METHODS or dedup_threshold is not None
+    needs_emb = method not in M.SCORE_ONLY_METHODS or dedup_threshold is not None
     if needs_emb and embeddings is None:
         raise ValueError(
             f"method {method!r}"
-            + (" with dedup_threshold" if method in _SCORE_METHODS else "")
+            + (" with dedup_threshold" if method in M.SCORE_ONLY_METHODS else "")
             + " needs embeddings=<vector field name>"
         )
     if method == "target" and target is None and target_embeddings is None:

@@ -790,6 +790,22 @@ _METHODS = {
 }
 
 
+#: methods that work from the scores alone (no embeddings needed)
+SCORE_ONLY_METHODS = ("topk", "stratified")
+
+
+def needs_scores(method, options=None):
+    """Whether ``method`` with ``options`` cannot run without scores."""
+    options = options or {}
+    if method in SCORE_ONLY_METHODS:
+        return True
+    if method == "cluster_balanced":
+        return options.get("keep", "auto") not in ("random", "closest")
+    if method == "hierarchical_kmeans":
+        return options.get("inside") == "score"
+    return False
+
+
 def get_method(name):
     """The method function called ``name``; ``ValueError`` listing the valid names otherwise."""
     try:
