@@ -50,7 +50,7 @@ def test_every_method_selects_exactly_k_distinct_rows(tiny_run):
     n = res["pools"]["digits"]["pool_size"]
     keep = quality.n_keep(n, PRUNE)
     assert {m for _, m, _, _ in selections} == set(quality.METHODS)
-    for (_, method, prune, seed), idx in selections.items():
+    for (_, _m, prune, _s), idx in selections.items():
         assert prune == PRUNE
         quality.validate_selection(idx, n, keep)
     assert not np.array_equal(
