@@ -328,14 +328,20 @@ class SelectCoreset(foo.Operator):
         _size_inputs(ctx, inputs, n_scored)
 
         kwargs = _size_kwargs(ctx.params)
-        if method == "topk" and ctx.params.get("dedup_threshold") is None:
+        if method in ("topk", "auto") and ctx.params.get("dedup_threshold") is None:
             try:
-                n_keep = zc.select_coreset(view, score_field=score_field, **kwargs).count()
+                n_keep = zc.select_coreset(
+                    view, score_field=score_field, method="topk", **kwargs
+                ).count()
+                how = (
+                    f"highest '{score_field}' first"
+                    if method == "topk" or "threshold" in kwargs
+                    else "by the default method"
+                )
                 inputs.view(
                     "preview",
                     types.Notice(
-                        label=f"{n_keep:,} of {n_scored:,} scored samples will be kept "
-                        f"(highest '{score_field}' first)"
+                        label=f"{n_keep:,} of {n_scored:,} scored samples will be kept ({how})"
                     ),
                 )
             except ValueError as e:
@@ -579,7 +585,18 @@ def _size_inputs(ctx, inputs, n):
 
 
 _METHOD_CHOICES = (
-    ("topk", "Top scores", "The highest scores (the original ZCore selection)"),
+    (
+        "auto",
+        "Default (benchmarked)",
+        "The default chosen on validation splits of eight labelled pools; it beats random "
+        "selection more often than any other method (README: quality)",
+    ),
+    (
+        "topk",
+        "Top scores",
+        "The highest scores (the original ZCore selection); loses to random at 80-95% pruning "
+        "on the quality benchmark",
+    ),
     (
         "cluster_balanced",
         "Cluster-balanced",
@@ -598,7 +615,7 @@ _METHOD_CHOICES = (
     ),
     ("target", "Near a target (SimCore)", "The samples most similar to a saved view"),
 )
-_METHODS_NEEDING_EMBEDDINGS = ("cluster_balanced", "hierarchical_kmeans", "target")
+_METHODS_NEEDING_EMBEDDINGS = ("auto", "cluster_balanced", "hierarchical_kmeans", "target")
 
 
 def _method_inputs(ctx, inputs, view):
@@ -607,9 +624,9 @@ def _method_inputs(ctx, inputs, view):
     for key, label, description in _METHOD_CHOICES:
         method_view.add_choice(key, label=label, description=description)
     keys = [c[0] for c in _METHOD_CHOICES]
-    inputs.enum("method", keys, default="topk", label="Method", view=method_view)
+    inputs.enum("method", keys, default="auto", label="Method", view=method_view)
     p = ctx.params
-    method = p.get("method") or "topk"
+    method = p.get("method") or "auto"
     if method == "cluster_balanced":
         inputs.view(
             "auto_rule",
@@ -660,8 +677,14 @@ def _method_inputs(ctx, inputs, view):
     if needs_embeddings or p.get("dedup_threshold") is not None:
         fields = _vector_fields(view)
         if fields:
+            recorded = zc.recorded_embeddings(view, p.get("score_field") or zc.DEFAULT_SCORE_FIELD)
             inputs.enum(
-                "embeddings", fields, default=fields[0], label="Embeddings field", required=True
+                "embeddings",
+                fields,
+                default=recorded if recorded in fields else fields[0],
+                label="Embeddings field",
+                description="Default: the field the scores were computed from",
+                required=method != "auto",
             )
         else:
             inputs.view("no_vectors", types.Error(label="This method needs a vector field"))
@@ -679,6 +702,7 @@ def _method_inputs(ctx, inputs, view):
 
 
 _METHOD_OPTIONS = {
+    "auto": {},
     "cluster_balanced": {"n_clusters": None, "quota": "auto", "keep": "auto"},
     "stratified": {"beta": 0.0, "drop": "low"},
     "hierarchical_kmeans": {"inside": "random"},
@@ -689,11 +713,13 @@ _METHOD_OPTIONS = {
 
 def _method_kwargs(ctx, params):
     """select_coreset keyword arguments of the method part of the form (defaults applied)."""
-    method = params.get("method") or "topk"
+    method = params.get("method") or "auto"
     dedup = params.get("dedup_threshold")
     if method == "topk" and dedup is None:
-        return {}
+        return {"method": "topk"}
     kw = {"method": method, "overwrite": bool(params.get("overwrite", False))}
+    if method == "auto":  # select_coreset's default: finds the recorded embeddings itself
+        kw["method"] = None
     for name, default in _METHOD_OPTIONS.get(method, {}).items():
         value = params.get(name, default)
         if value is not None:

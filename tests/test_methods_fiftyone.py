@@ -18,10 +18,10 @@ def _with_scores(ds, seed=0):
     return scores
 
 
-def test_default_is_unchanged_topk(make_dataset):
+def test_topk_is_the_original_selection(make_dataset):
     ds, _ = make_dataset(30, 4)
     scores = _with_scores(ds)
-    view = zcore.select_coreset(ds, size=5)
+    view = zcore.select_coreset(ds, size=5, method="topk")
     assert view.values("zcore_score") == sorted(scores, reverse=True)[:5]
     assert ds.list_runs() == []  # the plain top-k records nothing
     with pytest.raises(ValueError, match="apply to methods other than 'topk'"):
@@ -109,7 +109,9 @@ def test_dedup_saves_duplicates_view(make_dataset):
         ]
     )
     scores = _with_scores(ds)
-    view = zcore.select_coreset(ds, size=100, dedup_threshold=0.01, embeddings="embeddings")
+    view = zcore.select_coreset(
+        ds, size=100, dedup_threshold=0.01, embeddings="embeddings", method="topk"
+    )
     assert view.count() == 20  # topk after removing one of each pair
     res = ds.load_run_results("coreset_topk")
     assert res.num_duplicate_groups == 5 and res.num_duplicates_removed == 5
@@ -150,8 +152,10 @@ def test_operator_with_method(make_dataset):
     assert ds.load_saved_view("cb").count() == 15
     assert ds.count_sample_tags() == {"keep": 15}
     assert ds.get_run_info("coreset_cluster_balanced").config.seed == 1
-    # the default operator call stays top-k, recording nothing new
-    out = op(ds, size=4, view_name="top")
+    # the default operator call, with no embeddings recorded for the hand-made scores: the
+    # top scores (with a warning), recording nothing new
+    with pytest.warns(UserWarning, match="no embeddings are recorded"):
+        out = op(ds, size=4, view_name="top")
     assert out.result["count"] == 4 and ds.list_runs() == ["coreset_cluster_balanced"]
 
 
@@ -180,8 +184,13 @@ def test_operator_form_shows_method_options_without_running(make_dataset):
         ctx = ExecutionContext(request_params={"dataset_name": ds.name, "params": params})
         return op.resolve_input(ctx).type.properties
 
-    props = form(size_mode="size", size=5)
-    assert "method" in props and "n_clusters" not in props and "seed" not in props
+    props = form(size_mode="size", size=5)  # the default method: no options but a seed
+    assert "method" in props and "n_clusters" not in props and "seed" in props
+    assert "5 of 40 scored samples will be kept (by the default method)" in (
+        props["preview"].view.label
+    )
+    props = form(size_mode="size", size=5, method="topk")
+    assert "seed" not in props and "highest" in props["preview"].view.label
     props = form(size_mode="size", size=5, method="cluster_balanced")
     for name in ("n_clusters", "quota", "keep", "embeddings", "seed", "run_key"):
         assert name in props, name

@@ -32,7 +32,7 @@ def scored(make_dataset):
 )
 def test_count_shown_equals_select_coreset(scored, mode, value):
     s = zp.coreset_summary(scored, "zcore_score", mode, value)
-    want = zcore.select_coreset(scored, **{mode: value})
+    want = zcore.select_coreset(scored, **{mode: value}, method="topk")
     assert s["n_keep"] == want.count() == s["kept"].count()
     assert s["kept"].values("id") == want.values("id")
     assert s["n_scored"] == 60
@@ -45,12 +45,12 @@ def test_count_on_a_view_with_missing_scores(make_dataset):
     view = ds.skip(5)
     s = zp.coreset_summary(view, "zcore_score", "fraction", 0.2)
     assert s["n_scored"] == 45
-    assert s["n_keep"] == zcore.select_coreset(view, fraction=0.2).count() == 9
+    assert s["n_keep"] == zcore.select_coreset(view, fraction=0.2, method="topk").count() == 9
 
 
 def test_histogram_data(scored):
     scores = np.array(scored.values("zcore_score"))
-    kept = zcore.select_coreset(scored, size=12)
+    kept = zcore.select_coreset(scored, size=12, method="topk")
     cut = min(kept.values("zcore_score"))
     data, layout = zp.histogram(scored, "zcore_score", kept=kept, cut=cut, bins=10)
     assert [t["name"] for t in data] == ["all", "kept"]
@@ -64,7 +64,7 @@ def test_histogram_data(scored):
 
 
 def test_class_distributions(scored):
-    kept = zcore.select_coreset(scored, size=20)
+    kept = zcore.select_coreset(scored, size=20, method="topk")
     dist = zp.class_distribution(scored, kept, "ground_truth")
     assert dist["classes"][0] == "dog"  # sorted by full count
     assert dict(zip(dist["classes"], dist["all"])) == {"dog": 30, "cat": 15, "bird": 15}
@@ -82,15 +82,17 @@ def test_clusters_when_there_are_no_labels(make_dataset):
     zcore.compute_zcore(ds, embeddings="embeddings", **FAST)
     assert zp.label_fields(ds) == []
     assert zp.run_embeddings_field(ds, "zcore_score") == "embeddings"
-    kept = zcore.select_coreset(ds, size=10)
+    kept = zcore.select_coreset(ds, size=10, method="topk")
     dist = zp.cluster_distribution(ds, kept, "embeddings", k=4)
     assert len(dist["classes"]) == 4 and sum(dist["all"]) == 40 and sum(dist["kept"]) == 10
 
 
 def test_overlap_of_two_score_fields(scored):
     o = zp.overlap(scored, "zcore_score", "zc_seed1", "size", 15)
-    a = set(zcore.select_coreset(scored, size=15).values("id"))
-    b = set(zcore.select_coreset(scored, score_field="zc_seed1", size=15).values("id"))
+    a = set(zcore.select_coreset(scored, size=15, method="topk").values("id"))
+    b = set(
+        zcore.select_coreset(scored, score_field="zc_seed1", size=15, method="topk").values("id")
+    )
     assert o["n_a"] == o["n_b"] == 15
     assert o["n_both"] == len(a & b)
     assert o["jaccard"] == pytest.approx(len(a & b) / len(a | b))
@@ -140,7 +142,7 @@ def test_panel_is_registered_and_renders_the_select_coreset_count(scored):
     assert "zc_seed1" in _md(props, "runs_md")
 
     props = _render(scored, {"mode": "fraction", "fraction": 0.25})
-    n = zcore.select_coreset(scored, fraction=0.25).count()
+    n = zcore.select_coreset(scored, fraction=0.25, method="topk").count()
     assert f"Kept: {n} of 60" in _md(props, "summary")
 
 
@@ -153,7 +155,7 @@ def test_panel_without_scores_offers_to_compute(make_dataset):
 @pytest.mark.parametrize("kwargs", [{"size": 7}, {"fraction": 0.2}, {"threshold": 0.5}])
 def test_panel_steers_on_the_view_a_kept_set_came_from(scored, kwargs):
     base = scored.match(F("ground_truth.label") != "bird")
-    kept = zcore.select_coreset(base, **kwargs)
+    kept = zcore.select_coreset(base, **kwargs, method="topk")
     back = zp.selection_base(kept)
     assert back.values("id") == base.values("id")
     assert zp.selection_base(scored.view()).values("id") == scored.values("id")
@@ -176,7 +178,7 @@ def _call(ds, method, state):
 def test_panel_buttons_save_and_tag_select_coresets_samples(scored):
     state = {"mode": "size", "size": 9, "save_row": {"view_name": "panel9", "tag": "keep9"}}
     _call(scored, "save_view", state)
-    want = zcore.select_coreset(scored, size=9).values("id")
+    want = zcore.select_coreset(scored, size=9, method="topk").values("id")
     assert scored.load_saved_view("panel9").values("id") == want
     _call(scored, "tag_kept", state)
     assert sorted(scored.match_tags("keep9").values("id")) == sorted(want)

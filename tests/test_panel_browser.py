@@ -63,23 +63,31 @@ def test_coreset_panel_in_the_app(app, tmp_path):
     assert result["page_errors"] == []
 
     # The counts the panel showed are select_coreset's.
-    assert result["initial"] == {"kept": zcore.select_coreset(ds, fraction=0.1).count(), "of": N}
+    assert result["initial"] == {
+        "kept": zcore.select_coreset(ds, fraction=0.1, method="topk").count(),
+        "of": N,
+    }
     size = result["slider_value"]
     assert size > 4
-    assert result["moved"] == {"kept": zcore.select_coreset(ds, size=size).count(), "of": N}
+    assert result["moved"] == {
+        "kept": zcore.select_coreset(ds, size=size, method="topk").count(),
+        "of": N,
+    }
 
     # The saved view holds exactly select_coreset's samples at that size.
     ds.reload()
     assert VIEW_NAME in ds.list_saved_views()
     saved = ds.load_saved_view(VIEW_NAME)
-    assert saved.values("id") == zcore.select_coreset(ds, size=size).values("id")
+    assert saved.values("id") == zcore.select_coreset(ds, size=size, method="topk").values("id")
     assert f"({size} samples)" in result["saved"]
     # Showing the kept set in the grid left the panel on the full set.
     assert result["grid_kept"] == f"{size} samples"
     assert result["after_show"] == {"kept": size, "of": N}
     # The overlap of the two score fields' kept sets at that size.
-    a = set(zcore.select_coreset(ds, size=size).values("id"))
-    b = set(zcore.select_coreset(ds, score_field="zcore_seed1", size=size).values("id"))
+    a = set(zcore.select_coreset(ds, size=size, method="topk").values("id"))
+    b = set(
+        zcore.select_coreset(ds, score_field="zcore_seed1", size=size, method="topk").values("id")
+    )
     assert result["overlap"].startswith(f"Overlap: {len(a & b)} ")
 
     keep_screenshots(shots, ["app_panel.png"])

@@ -113,18 +113,40 @@ def test_array_embeddings_on_a_view(make_dataset):
     np.testing.assert_allclose(s[10:40], oracle_scores(X[10:40], **FAST), atol=1e-9)
 
 
+def test_default_selection_uses_the_recorded_embeddings(make_dataset):
+    from zcore.core import methods as M
+
+    ds, X = make_dataset(60, 6)
+    zcore.compute_zcore(ds, embeddings="embeddings", **FAST)
+    assert zcore.collection.recorded_embeddings(ds) == "embeddings"
+    view = zcore.select_coreset(ds, size=12, seed=4)
+    ids = ds.values("id")
+    want = M.select(M.DEFAULT_METHOD, 12, embeddings=X, scores=_scores(ds), seed=4)
+    assert sorted(view.values("id")) == sorted(ids[i] for i in want)
+    info = ds.get_run_info("coreset_auto").config
+    assert info.selection_method == "auto" and info.embeddings == ["embeddings"]
+    zcore.select_coreset(ds, size=5, seed=1)  # the default run record is replaced, not refused
+    assert ds.load_run_results("coreset_auto").num_selected == 5
+    # no embeddings known (scores written by hand): the top scores, with a warning
+    ds.add_sample_field("manual", fo.FloatField)
+    ds.set_values("manual", list(np.linspace(0, 1, 60)))
+    with pytest.warns(UserWarning, match="no embeddings are recorded"):
+        top = zcore.select_coreset(ds, score_field="manual", size=3)
+    assert top.values("manual") == pytest.approx([1.0, 58 / 59, 57 / 59])
+
+
 def test_select_coreset_by_size_fraction_threshold(make_dataset):
     ds, _ = make_dataset(50, 6)
     zcore.compute_zcore(ds, embeddings="embeddings", **FAST)
     s = _scores(ds)
-    top = zcore.select_coreset(ds, size=10)
+    top = zcore.select_coreset(ds, size=10, method="topk")
     got = np.array(top.values("zcore_score"))
     assert len(top) == 10 and np.all(np.diff(got) <= 0)
     np.testing.assert_array_equal(np.sort(got), np.sort(s)[-10:])
     assert len(zcore.select_coreset(ds, fraction=0.3)) == 15
     assert len(zcore.select_coreset(ds, threshold=0.5)) == int((s >= 0.5).sum())
     assert len(zcore.select_coreset(ds, size=1000)) == 50
-    by_array = zcore.select_coreset(ds, scores=s, size=10)
+    by_array = zcore.select_coreset(ds, scores=s, size=10)  # no embeddings: the top scores
     assert by_array.values("id") == top.values("id")
     with pytest.raises(ValueError, match="exactly one"):
         zcore.select_coreset(ds, size=3, fraction=0.2)
@@ -293,14 +315,14 @@ def test_select_operator_size_fraction_threshold_view_and_tag(make_dataset):
     s = _scores(ds)
     op = foo.get_operator(SELECT)
 
-    r = op(ds, size=7, view_name="top7", tag="keep")
+    r = op(ds, size=7, view_name="top7", tag="keep", seed=3)
     assert r.error is None, r.error
     assert r.result["count"] == 7
     assert len(ds.load_saved_view("top7")) == 7
     assert ds.count_sample_tags() == {"keep": 7}
     assert set(ds.match_tags("keep").values("id")) == set(
-        zcore.select_coreset(ds, size=7).values("id")
-    )
+        zcore.select_coreset(ds, size=7, seed=3).values("id")
+    )  # the operator's default is select_coreset's default
 
     r = op(ds, fraction=0.25, view_name="q")
     assert r.result["count"] == 10

@@ -251,7 +251,7 @@ def select_coreset(
     size=None,
     fraction=None,
     threshold=None,
-    method="topk",
+    method=None,
     embeddings=None,
     target=None,
     target_embeddings=None,
@@ -262,13 +262,24 @@ def select_coreset(
     duplicates_view=None,
     **method_options,
 ):
-    """A view of the coreset: by default the highest-scoring samples, best first.
+    """A view of the coreset.
 
     Exactly one of ``size``, ``fraction`` or ``threshold``. Samples without a score are never
     selected, and ``fraction`` is a fraction of the scored samples.
 
-    With the default ``method="topk"`` and no ``dedup_threshold`` this is the original behaviour
-    (nothing is recorded). Any other method (see ``docs/selection.md`` and
+    **The default** (``method=None``) is the documented default method ``"auto"``
+    (:data:`zcore.core.methods.AUTO`, chosen on validation splits of the quality benchmark; the
+    README says what it is and where random selection is as good), run on the ``embeddings``
+    given or, when none are, on the embeddings that the ``compute_zcore`` run of
+    ``score_field`` recorded; the selection is recorded under ``run_key`` (default
+    ``"coreset_auto"``, replaced by the next default selection). It falls back to
+    ``method="topk"`` — the highest scores, best first, nothing recorded — for ``threshold``
+    (a cut on the scores), for patch and frame levels and for ``scores`` given as an array
+    without ``embeddings``, and, with a warning, when no embeddings are known.
+
+    ``method="topk"`` without ``dedup_threshold`` is the original ZCore selection (nothing is
+    recorded); on the quality benchmark it loses to random selection at 80-95 % pruning. Any
+    other method (see ``docs/selection.md`` and
     :mod:`zcore.core.methods`), or near-duplicate removal, reads the ``embeddings`` field, selects
     the sample ids, records the selection as a run (``run_key``, default
     ``"coreset_<method>"``; its config holds the method, options and the seed used) and returns
@@ -315,6 +326,12 @@ def select_coreset(
         it follows later re-scoring; tag the samples to freeze a selection. With ``scores``, the
         view selects the chosen sample ids.
     """
+    if method is None:
+        method, embeddings, default_key = _default_method(
+            sample_collection, score_field, scores, embeddings, threshold, dedup_threshold
+        )
+        if default_key and run_key is None:
+            run_key, overwrite = default_key, True
     if method != "topk" or dedup_threshold is not None:
         return _select_with_method(
             sample_collection,
@@ -368,6 +385,47 @@ def select_coreset(
 
 
 SELECTION_RUN_METHOD = "zcore_selection"
+
+
+def recorded_embeddings(samples, score_field=DEFAULT_SCORE_FIELD):
+    """The embedding field(s) that the ``compute_zcore`` run of ``score_field`` read, or ``None``
+    (no run, scores from an array, or fields since deleted)."""
+    schema = samples.get_field_schema(flat=True)
+    for key in reversed(list_zcore_runs(samples)):
+        cfg = samples.get_run_info(key).config
+        if getattr(cfg, "score_field", None) != score_field:
+            continue
+        fields = getattr(cfg, "embeddings", None)
+        names = [fields] if isinstance(fields, str) else list(fields or [])
+        if names and all(isinstance(f, str) and f in schema for f in names):
+            return names[0] if len(names) == 1 else names
+    return None
+
+
+def _default_method(samples, score_field, scores, embeddings, threshold, dedup_threshold):
+    """``(method, embeddings, run key)`` of ``select_coreset(method=None)`` (see there)."""
+    import warnings
+
+    from .core.methods import DEFAULT_METHOD
+
+    topk = ("topk", embeddings if dedup_threshold is not None else None, None)
+    level = _Level(samples)
+    if threshold is not None or level.kind != "samples" or _is_frame_path(samples, score_field):
+        return topk
+    if embeddings is None and scores is None:
+        embeddings = recorded_embeddings(samples, score_field)
+    if embeddings is None:
+        if scores is None:
+            warnings.warn(
+                f"select_coreset: no embeddings are recorded for {score_field!r}, so the highest "
+                f"scores are kept (method='topk'); pass embeddings=<vector field> to use the "
+                f"default method {DEFAULT_METHOD!r}, which beats random selection more often",
+                stacklevel=3,
+            )
+        return topk
+    return DEFAULT_METHOD, embeddings, f"coreset_{DEFAULT_METHOD}"
+
+
 def _select_with_method(
     samples,
     *,

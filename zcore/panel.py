@@ -3,8 +3,10 @@
 The panel's logic lives in plain functions (``score_fields``, ``coreset_summary``, ``histogram``,
 ``class_distribution``, ``overlap``, ``runs_table``) that take a collection and return plain data,
 so they are tested without the App; :class:`CoresetPanel` only lays them out and wires events.
-The kept set is always :func:`zcore.collection.select_coreset`'s, so the count the panel shows is
-the count that ``select_coreset`` (and the ``select_coreset`` operator) keeps.
+The kept set is always :func:`zcore.collection.select_coreset`'s with ``method="topk"``: the panel
+cuts the score histogram, so the count it shows is the count that a top-score selection keeps.
+The default selection method (``"auto"``, which is not a score cut) runs from the panel's
+"Run select_coreset…" button, whose form opens on it.
 """
 
 import fiftyone as fo
@@ -80,7 +82,7 @@ def coreset_summary(view, field, mode, value):
     ``kept`` is :func:`zcore.collection.select_coreset`'s view, ``cut`` the lowest kept score
     (``None`` when nothing is kept).
     """
-    kept = zc.select_coreset(view, score_field=field, **size_kwargs(mode, value))
+    kept = zc.select_coreset(view, score_field=field, method="topk", **size_kwargs(mode, value))
     kept_scores = scores_of(kept, field)
     return {
         "kept": kept,
@@ -198,8 +200,8 @@ def distribution_plot(dist, title):
 def overlap(view, field_a, field_b, mode, value):
     """Agreement of two score fields at the same size: ``{"n_a", "n_b", "n_both", "jaccard"}``."""
     kwargs = size_kwargs(mode, value)
-    a = set(zc.select_coreset(view, score_field=field_a, **kwargs).values("id"))
-    b = set(zc.select_coreset(view, score_field=field_b, **kwargs).values("id"))
+    a = set(zc.select_coreset(view, score_field=field_a, method="topk", **kwargs).values("id"))
+    b = set(zc.select_coreset(view, score_field=field_b, method="topk", **kwargs).values("id"))
     union = len(a | b)
     return {
         "n_a": len(a),
@@ -265,14 +267,8 @@ def cluster_distribution(view, kept, embeddings_field, k=8):
 
 def run_embeddings_field(view, score_field):
     """The embeddings field that the latest run writing ``score_field`` used, if one exists."""
-    name = score_field.split(".")[-1]
-    schema = view.get_field_schema(flat=True)
-    for key in reversed(zc.list_zcore_runs(view)):
-        cfg = view.get_run_info(key).config
-        if getattr(cfg, "score_field", None) == name and isinstance(cfg.embeddings, list):
-            if len(cfg.embeddings) == 1 and cfg.embeddings[0] in schema:
-                return cfg.embeddings[0]
-    return None
+    fields = zc.recorded_embeddings(view, score_field.split(".")[-1])
+    return fields if isinstance(fields, str) else None
 
 
 # --- the panel -----------------------------------------------------------------------------------
@@ -381,7 +377,8 @@ class CoresetPanel(foo.Panel):
     def _selection(self, ctx):
         view = self._view(ctx)
         _, field, mode, value, _, _ = self._controls(ctx, view)
-        return view, field, zc.select_coreset(view, score_field=field, **size_kwargs(mode, value))
+        kept = zc.select_coreset(view, score_field=field, method="topk", **size_kwargs(mode, value))
+        return view, field, kept
 
     # --- buttons
 

@@ -32,7 +32,8 @@ import numpy as np
 from . import selection
 from .validation import check_float, check_int
 
-_KMEANS_EXACT_MAX = 20_000  # above this, MiniBatchKMeans fitted on a subsample
+_KMEANS_EXACT_MAX = 20_000  # above this many rows, MiniBatchKMeans fitted on a subsample
+_KMEANS_EXACT_MAX_K = 100  # ... or above this many clusters (exact Lloyd costs N k D per step)
 _KMEANS_FIT_PER_CLUSTER = 256  # MiniBatchKMeans fit sample: this many points per cluster ...
 _KMEANS_FIT_MAX = 200_000  # ... at most this many
 
@@ -127,11 +128,14 @@ def _assign(X, centers, chunk=65_536):
 def kmeans(X, n_clusters, seed=None):
     """``(labels, centers)`` of k-means on ``X``.
 
-    Exact :class:`sklearn.cluster.KMeans` (k-means++, one init) up to 20,000 rows; above that,
-    :class:`sklearn.cluster.MiniBatchKMeans` fitted on a random subsample of
+    Rows with more than 128 features are clustered on their top 128 principal components (PCA
+    fitted on at most 20,000 random rows): k-means costs N k D per step, and the leading
+    components carry the cluster structure of an embedding. Exact :class:`sklearn.cluster.KMeans`
+    (k-means++, one init) up to 20,000 rows and 100 clusters; otherwise
+    :class:`sklearn.cluster.MiniBatchKMeans` (20 epochs) fitted on a random subsample of
     ``min(200,000, 256 k)`` rows, then every row assigned to its nearest center (chunked matrix
-    products, so memory stays bounded). ``k`` is capped at the number of rows; all-identical rows
-    give one cluster.
+    products, so memory stays bounded). ``centers`` are the mean of each cluster's rows in the
+    original space. ``k`` is capped at the number of rows; all-identical rows give one cluster.
     """
     from sklearn.cluster import KMeans, MiniBatchKMeans
     from sklearn.exceptions import ConvergenceWarning
@@ -144,25 +148,57 @@ def kmeans(X, n_clusters, seed=None):
         return np.zeros(n, dtype=np.int64), X.mean(axis=0, keepdims=True, dtype=np.float64).astype(
             np.float32
         )
+    Z = _project(X, rng)
     with warnings.catch_warnings():
         # duplicate rows can leave fewer distinct clusters than k: fine, some stay empty
         warnings.simplefilter("ignore", ConvergenceWarning)
-        if n <= _KMEANS_EXACT_MAX:
-            km = KMeans(n_clusters=k, n_init=1, random_state=_child_seed(rng)).fit(X)
-            return km.labels_.astype(np.int64), km.cluster_centers_.astype(np.float32)
-        m = min(n, max(_KMEANS_FIT_PER_CLUSTER * k, 10 * k), _KMEANS_FIT_MAX)
-        sub = X[np.sort(rng.choice(n, size=m, replace=False))] if m < n else X
-        # float64: scikit-learn's float32 distances go through a slow chunked upcast
-        sub = sub.astype(np.float64)
-        km = MiniBatchKMeans(
-            n_clusters=k,
-            batch_size=4096,
-            n_init=1,
-            max_iter=20,
-            random_state=_child_seed(rng),
-        ).fit(sub)
-        centers = km.cluster_centers_.astype(np.float32)
-    return _assign(X, centers), centers
+        if n <= _KMEANS_EXACT_MAX and k <= _KMEANS_EXACT_MAX_K:
+            km = KMeans(n_clusters=k, n_init=1, random_state=_child_seed(rng)).fit(Z)
+            labels = km.labels_.astype(np.int64)
+        else:
+            m = min(n, max(_KMEANS_FIT_PER_CLUSTER * k, 10 * k), _KMEANS_FIT_MAX)
+            sub = Z[np.sort(rng.choice(n, size=m, replace=False))] if m < n else Z
+            # float64: scikit-learn's float32 distances go through a slow chunked upcast
+            km = MiniBatchKMeans(
+                n_clusters=k,
+                batch_size=4096,
+                n_init=1,
+                max_iter=20,
+                random_state=_child_seed(rng),
+            ).fit(sub.astype(np.float64))
+            labels = _assign(Z, km.cluster_centers_.astype(np.float32))
+    return labels, _means(X, labels, k)
+
+
+_KMEANS_MAX_DIM = 128  # k-means runs on at most this many principal components
+_PCA_FIT_MAX = 20_000
+
+
+def _project(X, rng):
+    """``X`` on its top :data:`_KMEANS_MAX_DIM` principal components (``X`` itself if narrower)."""
+    if X.shape[1] <= _KMEANS_MAX_DIM:
+        return X
+    from sklearn.decomposition import PCA
+
+    n = len(X)
+    fit = X[np.sort(rng.choice(n, size=_PCA_FIT_MAX, replace=False))] if n > _PCA_FIT_MAX else X
+    pca = PCA(
+        n_components=min(_KMEANS_MAX_DIM, len(fit)),
+        svd_solver="randomized",
+        random_state=_child_seed(rng),
+    ).fit(fit)
+    out = np.empty((n, pca.n_components_), dtype=np.float32)
+    for start in range(0, n, 65_536):
+        out[start : start + 65_536] = pca.transform(X[start : start + 65_536])
+    return out
+
+
+def _means(X, labels, k):
+    """Mean row of every cluster ``0..k-1`` (float32; an empty cluster's mean is 0)."""
+    sums = np.zeros((k, X.shape[1]), dtype=np.float64)
+    np.add.at(sums, labels, X)
+    counts = np.bincount(labels, minlength=k)[:, None]
+    return (sums / np.maximum(counts, 1)).astype(np.float32)
 
 
 def fill_quotas(capacity, n_keep, rng, weights=None):
@@ -779,14 +815,47 @@ def near_duplicates(embeddings, threshold, *, scores=None, chunk=2048):
     return DuplicateGroups(keep=np.flatnonzero(keep).astype(np.int64), groups=groups)
 
 
+# --- the default ----------------------------------------------------------------------------
+
+#: What ``method="auto"`` runs: chosen by the quality benchmark's protocol on validation splits
+#: of eight pools (``benchmarks/quality.py``; README, *Does the coreset beat random?*).
+AUTO = {
+    "method": "cluster_balanced",
+    "options": {"keep": "closest", "quota": "equal", "n_clusters": "budget"},
+}
+DEFAULT_METHOD = "auto"
+
+
+def auto(scores, embeddings, n_keep, *, seed=None):
+    """The documented default selection (:data:`AUTO`): see the README's quality section for
+    what it is, how it was chosen and where random selection is as good."""
+    return get_method(AUTO["method"])(scores, embeddings, n_keep, seed=seed, **AUTO["options"])
+
+
 # --- dispatch -----------------------------------------------------------------------------------
 
+
+def _peer(name):
+    def run(scores, embeddings, n_keep, *, seed=None, **options):
+        from . import peers
+
+        return getattr(peers, name)(scores, embeddings, n_keep, seed=seed, **options)
+
+    run.__name__ = name
+    run.__doc__ = f"See :func:`zcore.core.peers.{name}`."
+    return run
+
+
 _METHODS = {
+    "auto": auto,
     "topk": topk,
     "cluster_balanced": cluster_balanced,
     "stratified": stratified,
     "hierarchical_kmeans": hierarchical_kmeans,
     "target": target,
+    "typiclust": _peer("typiclust"),
+    "semdedup": _peer("semdedup"),
+    "prototypicality": _peer("prototypicality"),
 }
 
 
@@ -797,6 +866,8 @@ SCORE_ONLY_METHODS = ("topk", "stratified")
 def needs_scores(method, options=None):
     """Whether ``method`` with ``options`` cannot run without scores."""
     options = options or {}
+    if method == "auto":
+        return needs_scores(AUTO["method"], AUTO["options"])
     if method in SCORE_ONLY_METHODS:
         return True
     if method == "cluster_balanced":
