@@ -49,6 +49,8 @@ def main(argv=None):
     import fiftyone as fo
     import fiftyone.operators as foo
 
+    import zcore
+
     times = {}
     t = time.perf_counter()
     root = conformal_clip_data.textile_simulated_root()
@@ -85,8 +87,9 @@ def main(argv=None):
     )
 
     t = time.perf_counter()
+    # the operator's default method ("auto", on the embeddings recorded by compute_zcore)
     result = foo.get_operator(f"{plugin}/select_coreset")(
-        ds, fraction=args.fraction, view_name="zcore_coreset", overwrite=True
+        ds, fraction=args.fraction, view_name="zcore_coreset", overwrite=True, seed=args.seed
     )
     if result.error:
         sys.exit(f"select_coreset failed: {result.error}")
@@ -95,22 +98,38 @@ def main(argv=None):
     coreset = ds.load_saved_view("zcore_coreset")
     full = Counter(ds.values("ground_truth.label"))
     kept = Counter(coreset.values("ground_truth.label"))
+    # the same number of samples drawn uniformly at random, for comparison
+    rand = Counter(ds.take(len(coreset), seed=args.seed).values("ground_truth.label"))
+    topk = Counter(
+        zcore.select_coreset(ds, fraction=args.fraction, method="topk").values(
+            "ground_truth.label"
+        )
+    )
+    method = ds.get_run_info("coreset_auto").config
     dim = len(ds.first()["efficientnet_lite0_embeddings"])
 
     print()
     print(f"zcore demo: dataset '{ds.name}', {len(ds):,} real images, {dim}-d embeddings")
     print(f"  seed {out['seed']}, {out['num_scored']:,} samples scored into '{out['score_field']}'")
-    print(f"  coreset view 'zcore_coreset': {len(coreset):,} samples ({args.fraction:.0%})")
+    print(
+        f"  coreset view 'zcore_coreset': {len(coreset):,} samples ({args.fraction:.0%}), "
+        f"method '{method.selection_method}' (the default) on {method.embeddings}"
+    )
     print()
     print(f"  {'step':<30} {'seconds':>8}")
     for step, secs in times.items():
         print(f"  {step:<30} {secs:>8.2f}")
     print(f"  {'total':<30} {sum(times.values()):>8.2f}")
     print()
-    print(f"  {'class':<10} {'all':>6} {'coreset':>8} {'share':>7}")
+    n = max(len(coreset), 1)
+    print("  class shares (labels are not used by the selection):")
+    print(f"  {'class':<10} {'all':>12} {'coreset':>12} {'random':>12} {'top scores':>12}")
     for label in sorted(full):
-        share = kept[label] / len(coreset) if len(coreset) else 0.0
-        print(f"  {label:<10} {full[label]:>6} {kept[label]:>8} {share:>7.1%}")
+        cells = [
+            f"{c[label]:>5} {c[label] / total:>6.1%}"
+            for c, total in ((full, len(ds)), (kept, n), (rand, n), (topk, n))
+        ]
+        print(f"  {label:<10} " + " ".join(f"{c:>12}" for c in cells))
     print()
     print("Open it in the App:")
     print(
