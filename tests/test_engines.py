@@ -74,14 +74,32 @@ def _numba_variants():
 
     if not engine_numba.AVAILABLE:
         return {}
+    windowed = {"DENSE_MAX_N": 0}  # the windowed kernel even for these small collections
     return {
         "numba": {},
-        "numba-sorted": {"SORT_MIN_POINTS": 0},  # every point by sorted scans
-        "numba-plain": {"SORT_MIN_POINTS": 10**9},  # every point by plain passes
-        "numba-tiled": {"SORT_MIN_POINTS": 2, "MEMORY_BUDGET": 0},  # one dim per block
+        # the dense scan kernel, with batches of one point and of a few points
+        "numba-dense": {"DENSE_MAX_N": 10**9},
+        "numba-dense-batched": {"DENSE_MAX_N": 10**9, "engine_dense.BATCH_ELEMENTS": 256},
+        # no slack: the threshold search must hit exactly k (ties overflow to the exact selection)
+        "numba-dense-exact": {"DENSE_MAX_N": 10**9, "engine_dense.SLACK": 0},
+        # the search gives up at once: the exact selection among an overfull threshold
+        "numba-dense-overflow": {
+            "DENSE_MAX_N": 10**9,
+            "engine_dense.SLACK": 0,
+            "engine_dense.MAX_COUNTS": 1,
+        },
+        "numba-windowed": windowed,
+        "numba-sorted": {**windowed, "SORT_MIN_POINTS": 0},  # every point by sorted scans
+        "numba-plain": {**windowed, "SORT_MIN_POINTS": 10**9},  # every point by plain passes
+        "numba-tiled": {**windowed, "SORT_MIN_POINTS": 2, "MEMORY_BUDGET": 0},  # a dim per block
         # exact distances from the rows of X (as for a large X), or from gathered columns
-        "numba-rows": {"COLUMNS_BUDGET": 0, "COLUMN_MIN_POINTS": 10**9},
-        "numba-column": {"COLUMNS_BUDGET": 0, "COLUMN_MIN_POINTS": 1, "SORT_MIN_POINTS": 1},
+        "numba-rows": {**windowed, "COLUMNS_BUDGET": 0, "COLUMN_MIN_POINTS": 10**9},
+        "numba-column": {
+            **windowed,
+            "COLUMNS_BUDGET": 0,
+            "COLUMN_MIN_POINTS": 1,
+            "SORT_MIN_POINTS": 1,
+        },
     }
 
 
@@ -100,12 +118,14 @@ def _all_results(X, dims, coords, k, exp, shift, monkeypatch):
     results = {"numpy": _run(accumulate_numpy, X, dims, coords, k, exp, shift)}
     variants = _numba_variants()
     if variants:
-        from zcore.core import engine_numba
+        from zcore.core import engine_dense, engine_numba
 
+        modules = {"engine_dense": engine_dense}
         for name, knobs in variants.items():
             with monkeypatch.context() as m:
                 for attr, value in knobs.items():
-                    m.setattr(engine_numba, attr, value)
+                    module, _, attr = attr.rpartition(".")
+                    m.setattr(modules.get(module, engine_numba), attr, value)
                 results[name] = _run(engine_numba.accumulate_numba, X, dims, coords, k, exp, shift)
     try:
         import torch  # noqa: F401
@@ -173,18 +193,25 @@ def test_numba_engine_larger_problem_matches_numpy(monkeypatch):
     X[::7] = np.round(X[::7], 1)  # some ties
     _, dims, coords = _draws(X, 2500, 2, 5)
     shift = fixed_point_shift(len(dims))
+    variants = [
+        {},  # the dense kernel (a small collection)
+        {"DENSE_MAX_N": 0},  # the windowed kernel
+        {  # windowed, blocks of two dims, rows of X and gathered columns
+            "DENSE_MAX_N": 0,
+            "MEMORY_BUDGET": 3000 * 8 * 2,
+            "COLUMNS_BUDGET": 0,
+            "COLUMN_MIN_POINTS": 20,
+        },
+    ]
     for k in (1, 37, 400):
         expected = _run(accumulate_numpy, X, dims, coords, k, 4.0, shift)
-        got = _run(engine_numba.accumulate_numba, X, dims, coords, k, 4.0, shift)
-        np.testing.assert_array_equal(got[0], expected[0])
-        np.testing.assert_array_equal(got[1], expected[1])
-        with monkeypatch.context() as m:
-            m.setattr(engine_numba, "MEMORY_BUDGET", 3000 * 8 * 2)  # blocks of two dims
-            m.setattr(engine_numba, "COLUMNS_BUDGET", 0)  # rows of X, and gathered columns
-            m.setattr(engine_numba, "COLUMN_MIN_POINTS", 20)
-            blocks = _run(engine_numba.accumulate_numba, X, dims, coords, k, 4.0, shift)
-        np.testing.assert_array_equal(blocks[0], expected[0])
-        np.testing.assert_array_equal(blocks[1], expected[1])
+        for knobs in variants:
+            with monkeypatch.context() as m:
+                for attr, value in knobs.items():
+                    m.setattr(engine_numba, attr, value)
+                got = _run(engine_numba.accumulate_numba, X, dims, coords, k, 4.0, shift)
+            np.testing.assert_array_equal(got[0], expected[0], err_msg=f"{knobs}")
+            np.testing.assert_array_equal(got[1], expected[1], err_msg=f"{knobs}")
 
 
 def test_progress_counts_every_point_once():

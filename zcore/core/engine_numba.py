@@ -92,6 +92,10 @@ _CHUNK = 64
 _EXTRA = 64
 #: Uniform cells per dimension behind the 256 quantile codes.
 _CELLS = 4096
+#: Largest ``N`` scored by the dense scan kernel (:mod:`zcore.core.engine_dense`) instead of the
+#: windowed one: the crossover of the two measured with ``benchmarks/bench_scoring.py`` (D = 512,
+#: ``redund_nn`` = 1000, see README, Performance). Only the time depends on it.
+DENSE_MAX_N = 60_000
 
 
 def _cache_dir():
@@ -1024,11 +1028,20 @@ class Prepared:
 
 
 def prepare(X):
-    """The per-matrix data of the compiled engine (:class:`Prepared`, a callable engine).
+    """The per-matrix data of the compiled engine, a callable engine: the dense scan kernel
+    (:class:`zcore.core.engine_dense.DensePrepared`) for at most :data:`DENSE_MAX_N` samples,
+    else the windowed one (:class:`Prepared`).
 
     Build it once for ``X`` before forking workers, and give them the result: they share its
-    codes (a quarter of the size of ``X``) instead of each building its own.
+    data (codes, a quarter of the size of ``X``, or a column-major copy) instead of each building
+    its own.
     """
+    if not AVAILABLE:
+        raise ImportError("the numba engine needs numba: pip install numba")
+    if np.shape(X)[0] <= DENSE_MAX_N:
+        from .engine_dense import DensePrepared
+
+        return DensePrepared(X)
     return Prepared(X)
 
 
@@ -1062,7 +1075,7 @@ def accumulate_numba(X, dims, coords, coverage, penalty, *, k, exp, shift, progr
         raise ImportError("the numba engine needs numba: pip install numba")
     if len(dims) == 0:
         return
-    Prepared(X).accumulate(
+    prepare(X).accumulate(
         X, dims, coords, coverage, penalty, k=k, exp=exp, shift=shift, progress=progress
     )
 
@@ -1133,14 +1146,14 @@ def warmup():
     column-major copy, from rows of ``X``, and from a gathered column; sample_dim 1, 2 and 3."""
     if not AVAILABLE:
         return
-    global SORT_MIN_POINTS, COLUMNS_BUDGET, COLUMN_MIN_POINTS
+    global SORT_MIN_POINTS, COLUMNS_BUDGET, COLUMN_MIN_POINTS, DENSE_MAX_N
     rng = np.random.default_rng(0)
     X = rng.normal(size=(40, 4)).astype(np.float32)
-    saved = SORT_MIN_POINTS, COLUMNS_BUDGET, COLUMN_MIN_POINTS
+    saved = SORT_MIN_POINTS, COLUMNS_BUDGET, COLUMN_MIN_POINTS, DENSE_MAX_N
     try:
         SORT_MIN_POINTS, COLUMN_MIN_POINTS = 8, 4
-        for columns in (COLUMNS_BUDGET, 0):
-            COLUMNS_BUDGET = columns
+        for columns, dense in ((COLUMNS_BUDGET, 0), (0, 0), (0, X.shape[0])):
+            COLUMNS_BUDGET, DENSE_MAX_N = columns, dense
             for s in (1, 2, 3):
                 dims = np.array([[0, 1, 2][:s]] * 20 + [[3, 0, 1][:s]] * 2, dtype=np.int32)
                 coords = rng.normal(size=dims.shape)
@@ -1148,4 +1161,4 @@ def warmup():
                 pen = np.zeros(40, np.int64)
                 accumulate_numba(X, dims, coords, cov, pen, k=5, exp=4.0, shift=30)
     finally:
-        SORT_MIN_POINTS, COLUMNS_BUDGET, COLUMN_MIN_POINTS = saved
+        SORT_MIN_POINTS, COLUMNS_BUDGET, COLUMN_MIN_POINTS, DENSE_MAX_N = saved
