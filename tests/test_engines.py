@@ -134,6 +134,11 @@ def _all_results(X, dims, coords, k, exp, shift, monkeypatch):
     else:
         torch_engine = get_engine("torch", device="cpu")
         results["torch"] = _run(torch_engine, X, dims, coords, k, exp, shift, batch=13)
+        # windows of k + 1 sorted positions: the exactness check, its fallback and ties
+        for window in (k + 1, 2 * k + 8):
+            results[f"torch-window-{window}"] = _run(
+                torch_engine, X, dims, coords, k, exp, shift, batch=13, window=window
+            )
     return results
 
 
@@ -380,3 +385,39 @@ print("torch" in sys.modules)
     result = _python(code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+# --------------------------------------------------------------------------------------------
+# the pieces the torch engine computes on the device
+
+
+def test_law_power_uses_products_only_for_whole_exponents():
+    from zcore.core.engine import law_power
+
+    x = np.random.default_rng(0).random(1000) + 1e-3
+    for exp in (0, 1, 2, 0.0, 2.0):  # what numpy's ** computes for these: ones, x, x * x
+        np.testing.assert_array_equal(law_power(x, exp), x**exp)
+    np.testing.assert_array_equal(law_power(x, 4), (x * x) * (x * x))
+    np.testing.assert_array_equal(law_power(x, 5.0), x * ((x * x) * (x * x)))
+    np.testing.assert_array_equal(law_power(x, 7.3), x**7.3)
+    out = np.empty_like(x)
+    assert law_power(x, 3, out=out) is out
+    np.testing.assert_array_equal(out, x * (x * x))
+
+
+def test_torch_power_and_pairwise_sum_match_numpy_bits():
+    torch = pytest.importorskip("torch")
+    from zcore.core.engine import law_power
+    from zcore.core.engine_torch import law_power_torch, pairwise_sum
+
+    rng = np.random.default_rng(1)
+    for n in (1, 2, 7, 8, 9, 15, 16, 17, 127, 128, 129, 255, 1000, 4097):
+        w = rng.random((5, n)) ** 4 * 10.0 ** rng.integers(-3, 3, size=(5, 1))
+        got = pairwise_sum(torch.from_numpy(w)).numpy()
+        np.testing.assert_array_equal(got, w.sum(axis=1), err_msg=f"n={n}")
+    x = rng.random((3, 500)) + 1e-6
+    for exp in (0, 1, 2, 3, 4, 9):
+        got = law_power_torch(torch.from_numpy(x), exp).numpy()
+        np.testing.assert_array_equal(got, law_power(x, exp), err_msg=f"exp={exp}")
+    with pytest.raises(ValueError, match="whole exponent"):
+        law_power_torch(torch.from_numpy(x), 0.5)

@@ -60,6 +60,8 @@ import os
 
 import numpy as np
 
+from .engine import law_power
+
 try:  # numba is optional: without it the module still imports and AVAILABLE is False
     import numba
 except ImportError:  # pragma: no cover - exercised only without numba
@@ -1083,16 +1085,10 @@ def accumulate_numba(X, dims, coords, coverage, penalty, *, k, exp, shift, progr
 accumulate_numba.prepare = prepare
 
 
-#: Exponents that numpy's ``**`` computes by another ufunc than ``power`` (square, sqrt...).
-_SPECIAL_POWERS = (-1, 0, 0.5, 1, 2)
-
-
 def _power(x, exp, out):
-    """``x ** exp`` exactly as numpy's operator computes it, into ``out`` when that is the same
-    ufunc (``power``): no fresh memory per batch."""
-    if exp in _SPECIAL_POWERS:
-        return x**exp
-    return np.power(x, exp, out=out)
+    """``x ** exp`` as the law computes it (:func:`zcore.core.engine.law_power`), into ``out``
+    when possible: no fresh memory per batch."""
+    return law_power(x, exp, out=out)
 
 
 class _Workspace:
