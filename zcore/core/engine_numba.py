@@ -49,10 +49,13 @@ share its codes instead of each building a copy.
 Exactness
 ---------
 Distances are the same float64 operations in the same order as the numpy engine. The penalty weights
-are computed by numpy (whose ``**`` may use SIMD math that a compiled ``pow`` does not reproduce to
-the bit), elementwise with the expressions of :func:`~zcore.core.engine.penalty_weights`, and their
+are computed by numpy with :func:`~zcore.core.engine.law_power` (IEEE products for a whole exponent;
+numpy's ``**``, whose SIMD ``pow`` a compiled one does not reproduce to the bit, otherwise),
+elementwise with the expressions of :func:`~zcore.core.engine.penalty_weights`, and their
 normalising sum over the ``k`` best sorted by distance (the order of the numpy engine); the rounding
-to fixed point is the same float64 operations as :func:`~zcore.core.engine.to_fixed`.
+to fixed point is the same float64 operations as :func:`~zcore.core.engine.to_fixed`. For
+``N <= DENSE_MAX_N``, :func:`prepare` returns the dense scan kernel of
+:mod:`zcore.core.engine_dense` instead (same results).
 """
 
 import math
