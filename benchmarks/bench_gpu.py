@@ -7,11 +7,18 @@ Needs torch with CUDA (and numba for the comparison); no FiftyOne. Synthetic 512
 For each case ``N:points[:check]`` the same draws are scored by the torch engine on ``cuda`` and,
 on the first ``check`` points, by the compiled engine in one CPU process; the integers of those
 points must be identical. Reported: GPU seconds (and per million points), CPU seconds for the
-checked points, and the GPU's points per second.
+checked points, the GPU's points per second, and the ratio to the **memory-traffic floor**: two
+passes over the point's ``sample_dim`` float32 columns of ``N`` values per point, at the device's
+copy bandwidth measured in the same run (``bandwidth_gbs``: a large device-to-device copy).
 
-Example (as run on the lent H100/H200 machine)::
+One short script for a machine with a GPU (about 3 minutes on an H200, most of it the CPU check
+and the CPU engine's preparation at 1.28M)::
 
-    python benchmarks/bench_gpu.py --cases 50000:500000:50000 1280000:100000:2000
+    python benchmarks/bench_gpu.py
+
+and on the CPU, to try the script itself (same code path, no timing meaning)::
+
+    python benchmarks/bench_gpu.py --device cpu --cases 5000:2000:500 --out /tmp/gpu_cpu.json
 """
 
 import argparse
@@ -77,14 +84,36 @@ def run_case(n, points, check, d, device="cuda"):
         "cpu_numba_s_checked": cpu_s,
         "identical": bool(np.array_equal(cov_gc, cov_c) and np.array_equal(pen_gc, pen_c)),
         "points_per_s_gpu": points / gpu_s,
+        "floor_bytes": 2 * 2 * n * 4 * points,
     }
+
+
+def device_bandwidth(device, nbytes=1 << 30, reps=10):
+    """Bytes per second of a device-to-device copy (read + write), the memory-traffic yardstick."""
+    import torch
+
+    if device == "cpu":
+        nbytes = 1 << 27
+    x = torch.empty(nbytes // 4, dtype=torch.float32, device=device)
+    y = torch.empty_like(x)
+    y.copy_(x)
+    if device != "cpu":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        y.copy_(x)
+    if device != "cpu":
+        torch.cuda.synchronize()
+    return 2 * nbytes * reps / (time.perf_counter() - t0)
 
 
 def main(argv=None):
     import torch
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cases", nargs="+", default=["50000:500000:50000"])
+    parser.add_argument(
+        "--cases", nargs="+", default=["50000:500000:20000", "1280000:1000000:1000"]
+    )
     parser.add_argument("--d", type=int, default=512)
     parser.add_argument("--device", default="cuda", help="torch device ('cpu' to try it here)")
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "gpu.json"))
@@ -95,9 +124,13 @@ def main(argv=None):
         "cpu": f"{os.cpu_count()} CPUs, Python {platform.python_version()}",
         "runs": [],
     }
+    bandwidth = device_bandwidth(args.device)
+    res["bandwidth_gbs"] = bandwidth / 1e9
     for case in args.cases:
         n, points, check = (int(v) for v in case.split(":"))
         r = run_case(n, points, check, args.d, args.device)
+        r["floor_s"] = r.pop("floor_bytes") / bandwidth
+        r["ratio_to_floor"] = r["gpu_s"] / r["floor_s"]
         print(json.dumps(r), flush=True)
         res["runs"].append(r)
     with open(args.out, "w") as f:

@@ -20,11 +20,12 @@ Each configuration runs in its own subprocess (so its peak RSS is its own). In t
 
 Examples
 --------
-``python benchmarks/bench_scoring.py --n 10000 50000 --workers 1 2``
+``python benchmarks/bench_scoring.py --n 10000 20000 50000 --engine numba numba-windowed``
 ``python benchmarks/bench_scoring.py --n 1280000 --workers 2 --baseline-seconds 60``
 """
 
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -141,7 +142,13 @@ def run_config(n, d, points_per_sample, max_points, workers, engine_name, baseli
     from zcore.core.parallel import accumulate_parallel
     from zcore.core.validation import check_embeddings
 
-    engine = get_engine(engine_name)  # compiles / loads the numba cache before timing
+    if engine_name == "numba-windowed":  # the compiled engine's windowed kernel at every N
+        from zcore.core import engine_numba
+
+        engine_numba.DENSE_MAX_N = 0
+        engine = get_engine("numba")
+    else:
+        engine = get_engine(engine_name)  # compiles / loads the numba cache before timing
     X = check_embeddings(make_embeddings(n, d, seed))
     n_points = int(min(max_points, points_per_sample * n))
     rng = np.random.default_rng(seed)
@@ -210,7 +217,7 @@ def run_config(n, d, points_per_sample, max_points, workers, engine_name, baseli
 
 def _format_table(rows):
     head = (
-        f"{'N':>9} {'D':>4} {'points':>9} {'engine':>6} {'wrk':>3} {'baseline s':>12} "
+        f"{'N':>9} {'D':>4} {'points':>9} {'engine':>14} {'wrk':>3} {'baseline s':>12} "
         f"{'engine s':>9} {'ratio':>7} {'peak RSS MB':>11} {'tree PSS MB':>11} "
         f"{'X MB':>7} {'exact':>5}"
     )
@@ -218,7 +225,7 @@ def _format_table(rows):
     for r in rows:
         base = f"{'~' if r['baseline_extrapolated'] else ''}{r['baseline_s']:.1f}"
         lines.append(
-            f"{r['n']:>9} {r['d']:>4} {r['points']:>9} {r['engine']:>6} {r['workers']:>3} "
+            f"{r['n']:>9} {r['d']:>4} {r['points']:>9} {r['engine']:>14} {r['workers']:>3} "
             f"{base:>12} {r['engine_s']:>9.1f} {r['ratio']:>7.1f} {r['peak_rss_mb']:>11.0f} "
             f"{r['tree_pss_mb']:>11.0f} {r['x_mb']:>7.0f} {'yes' if r['exact'] else 'NO':>5}"
         )
@@ -231,7 +238,7 @@ def main(argv=None):
         "--n",
         type=int,
         nargs="+",
-        default=[10_000, 50_000],
+        default=[10_000, 20_000, 50_000],
         help="numbers of samples (one configuration each)",
     )
     parser.add_argument("--d", type=int, default=512, help="embedding dimension")
@@ -251,7 +258,12 @@ def main(argv=None):
         default=[1],
         help="worker processes (1 = one process; several values = several runs)",
     )
-    parser.add_argument("--engine", default="numba", help="engine under test (numba, torch...)")
+    parser.add_argument(
+        "--engine",
+        nargs="+",
+        default=["numba"],
+        help="engines under test (numba, numba-windowed = its windowed kernel at every N, torch...)",
+    )
     parser.add_argument(
         "--baseline-seconds",
         type=float,
@@ -260,6 +272,7 @@ def main(argv=None):
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="also write the results to this JSON file")
+    parser.add_argument("--note", default="", help="stored with the JSON (e.g. machine load)")
     parser.add_argument("--_child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -278,30 +291,35 @@ def main(argv=None):
         flush=True,
     )
     rows = []
-    for n in args.n:
-        for workers in args.workers:
-            cfg = {
-                "n": n,
-                "d": args.d,
-                "points_per_sample": args.points_per_sample,
-                "max_points": args.max_points,
-                "workers": workers,
-                "engine_name": args.engine,
-                "baseline_seconds": args.baseline_seconds,
-                "seed": args.seed,
-            }
-            cmd = [sys.executable, os.path.abspath(__file__), "--_child", json.dumps(cfg)]
-            out = subprocess.run(cmd, capture_output=True, text=True)
-            if out.returncode != 0:
-                print(f"N={n} workers={workers} failed:\n{out.stderr}", file=sys.stderr)
-                continue
-            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-            print(_format_table(rows[-1:]).splitlines()[-1], flush=True)
+    for n, workers, engine in itertools.product(args.n, args.workers, args.engine):
+        cfg = {
+            "n": n,
+            "d": args.d,
+            "points_per_sample": args.points_per_sample,
+            "max_points": args.max_points,
+            "workers": workers,
+            "engine_name": engine,
+            "baseline_seconds": args.baseline_seconds,
+            "seed": args.seed,
+        }
+        cmd = [sys.executable, os.path.abspath(__file__), "--_child", json.dumps(cfg)]
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        if out.returncode != 0:
+            print(f"N={n} workers={workers} failed:\n{out.stderr}", file=sys.stderr)
+            continue
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        print(_format_table(rows[-1:]).splitlines()[-1], flush=True)
     print()
     print(_format_table(rows))
     if args.json:
+        meta = {
+            "cpus": os.cpu_count(),
+            "python": sys.version.split()[0],
+            "note": args.note,
+            "command": " ".join(sys.argv),
+        }
         with open(args.json, "w") as fh:
-            json.dump(rows, fh, indent=2)
+            json.dump({"machine": meta, "rows": rows}, fh, indent=2)
 
 
 if __name__ == "__main__":

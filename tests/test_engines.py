@@ -74,14 +74,32 @@ def _numba_variants():
 
     if not engine_numba.AVAILABLE:
         return {}
+    windowed = {"DENSE_MAX_N": 0}  # the windowed kernel even for these small collections
     return {
         "numba": {},
-        "numba-sorted": {"SORT_MIN_POINTS": 0},  # every point by sorted scans
-        "numba-plain": {"SORT_MIN_POINTS": 10**9},  # every point by plain passes
-        "numba-tiled": {"SORT_MIN_POINTS": 2, "MEMORY_BUDGET": 0},  # one dim per block
+        # the dense scan kernel, with batches of one point and of a few points
+        "numba-dense": {"DENSE_MAX_N": 10**9},
+        "numba-dense-batched": {"DENSE_MAX_N": 10**9, "engine_dense.BATCH_ELEMENTS": 256},
+        # no slack: the threshold search must hit exactly k (ties overflow to the exact selection)
+        "numba-dense-exact": {"DENSE_MAX_N": 10**9, "engine_dense.SLACK": 0},
+        # the search gives up at once: the exact selection among an overfull threshold
+        "numba-dense-overflow": {
+            "DENSE_MAX_N": 10**9,
+            "engine_dense.SLACK": 0,
+            "engine_dense.MAX_COUNTS": 1,
+        },
+        "numba-windowed": windowed,
+        "numba-sorted": {**windowed, "SORT_MIN_POINTS": 0},  # every point by sorted scans
+        "numba-plain": {**windowed, "SORT_MIN_POINTS": 10**9},  # every point by plain passes
+        "numba-tiled": {**windowed, "SORT_MIN_POINTS": 2, "MEMORY_BUDGET": 0},  # a dim per block
         # exact distances from the rows of X (as for a large X), or from gathered columns
-        "numba-rows": {"COLUMNS_BUDGET": 0, "COLUMN_MIN_POINTS": 10**9},
-        "numba-column": {"COLUMNS_BUDGET": 0, "COLUMN_MIN_POINTS": 1, "SORT_MIN_POINTS": 1},
+        "numba-rows": {**windowed, "COLUMNS_BUDGET": 0, "COLUMN_MIN_POINTS": 10**9},
+        "numba-column": {
+            **windowed,
+            "COLUMNS_BUDGET": 0,
+            "COLUMN_MIN_POINTS": 1,
+            "SORT_MIN_POINTS": 1,
+        },
     }
 
 
@@ -100,12 +118,14 @@ def _all_results(X, dims, coords, k, exp, shift, monkeypatch):
     results = {"numpy": _run(accumulate_numpy, X, dims, coords, k, exp, shift)}
     variants = _numba_variants()
     if variants:
-        from zcore.core import engine_numba
+        from zcore.core import engine_dense, engine_numba
 
+        modules = {"engine_dense": engine_dense}
         for name, knobs in variants.items():
             with monkeypatch.context() as m:
                 for attr, value in knobs.items():
-                    m.setattr(engine_numba, attr, value)
+                    module, _, attr = attr.rpartition(".")
+                    m.setattr(modules.get(module, engine_numba), attr, value)
                 results[name] = _run(engine_numba.accumulate_numba, X, dims, coords, k, exp, shift)
     try:
         import torch  # noqa: F401
@@ -114,6 +134,11 @@ def _all_results(X, dims, coords, k, exp, shift, monkeypatch):
     else:
         torch_engine = get_engine("torch", device="cpu")
         results["torch"] = _run(torch_engine, X, dims, coords, k, exp, shift, batch=13)
+        # windows of k + 1 sorted positions: the exactness check, its fallback and ties
+        for window in (k + 1, 2 * k + 8):
+            results[f"torch-window-{window}"] = _run(
+                torch_engine, X, dims, coords, k, exp, shift, batch=13, window=window
+            )
     return results
 
 
@@ -173,18 +198,25 @@ def test_numba_engine_larger_problem_matches_numpy(monkeypatch):
     X[::7] = np.round(X[::7], 1)  # some ties
     _, dims, coords = _draws(X, 2500, 2, 5)
     shift = fixed_point_shift(len(dims))
+    variants = [
+        {},  # the dense kernel (a small collection)
+        {"DENSE_MAX_N": 0},  # the windowed kernel
+        {  # windowed, blocks of two dims, rows of X and gathered columns
+            "DENSE_MAX_N": 0,
+            "MEMORY_BUDGET": 3000 * 8 * 2,
+            "COLUMNS_BUDGET": 0,
+            "COLUMN_MIN_POINTS": 20,
+        },
+    ]
     for k in (1, 37, 400):
         expected = _run(accumulate_numpy, X, dims, coords, k, 4.0, shift)
-        got = _run(engine_numba.accumulate_numba, X, dims, coords, k, 4.0, shift)
-        np.testing.assert_array_equal(got[0], expected[0])
-        np.testing.assert_array_equal(got[1], expected[1])
-        with monkeypatch.context() as m:
-            m.setattr(engine_numba, "MEMORY_BUDGET", 3000 * 8 * 2)  # blocks of two dims
-            m.setattr(engine_numba, "COLUMNS_BUDGET", 0)  # rows of X, and gathered columns
-            m.setattr(engine_numba, "COLUMN_MIN_POINTS", 20)
-            blocks = _run(engine_numba.accumulate_numba, X, dims, coords, k, 4.0, shift)
-        np.testing.assert_array_equal(blocks[0], expected[0])
-        np.testing.assert_array_equal(blocks[1], expected[1])
+        for knobs in variants:
+            with monkeypatch.context() as m:
+                for attr, value in knobs.items():
+                    m.setattr(engine_numba, attr, value)
+                got = _run(engine_numba.accumulate_numba, X, dims, coords, k, 4.0, shift)
+            np.testing.assert_array_equal(got[0], expected[0], err_msg=f"{knobs}")
+            np.testing.assert_array_equal(got[1], expected[1], err_msg=f"{knobs}")
 
 
 def test_progress_counts_every_point_once():
@@ -353,3 +385,39 @@ print("torch" in sys.modules)
     result = _python(code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+# --------------------------------------------------------------------------------------------
+# the pieces the torch engine computes on the device
+
+
+def test_law_power_uses_products_only_for_whole_exponents():
+    from zcore.core.engine import law_power
+
+    x = np.random.default_rng(0).random(1000) + 1e-3
+    for exp in (0, 1, 2, 0.0, 2.0):  # what numpy's ** computes for these: ones, x, x * x
+        np.testing.assert_array_equal(law_power(x, exp), x**exp)
+    np.testing.assert_array_equal(law_power(x, 4), (x * x) * (x * x))
+    np.testing.assert_array_equal(law_power(x, 5.0), x * ((x * x) * (x * x)))
+    np.testing.assert_array_equal(law_power(x, 7.3), x**7.3)
+    out = np.empty_like(x)
+    assert law_power(x, 3, out=out) is out
+    np.testing.assert_array_equal(out, x * (x * x))
+
+
+def test_torch_power_and_pairwise_sum_match_numpy_bits():
+    torch = pytest.importorskip("torch")
+    from zcore.core.engine import law_power
+    from zcore.core.engine_torch import law_power_torch, pairwise_sum
+
+    rng = np.random.default_rng(1)
+    for n in (1, 2, 7, 8, 9, 15, 16, 17, 127, 128, 129, 255, 1000, 4097):
+        w = rng.random((5, n)) ** 4 * 10.0 ** rng.integers(-3, 3, size=(5, 1))
+        got = pairwise_sum(torch.from_numpy(w)).numpy()
+        np.testing.assert_array_equal(got, w.sum(axis=1), err_msg=f"n={n}")
+    x = rng.random((3, 500)) + 1e-6
+    for exp in (0, 1, 2, 3, 4, 9):
+        got = law_power_torch(torch.from_numpy(x), exp).numpy()
+        np.testing.assert_array_equal(got, law_power(x, exp), err_msg=f"exp={exp}")
+    with pytest.raises(ValueError, match="whole exponent"):
+        law_power_torch(torch.from_numpy(x), 0.5)

@@ -73,7 +73,7 @@ class Shard:
             from . import engine_numba
 
             engine_numba.warmup()
-            self.prepared = engine_numba.prepare(self.X)
+            self.prepared = engine_numba.Prepared(self.X)  # windowed: shards use its searches
             self.prepared.keep_sorted(self.X)
 
     def size(self):

@@ -30,13 +30,59 @@ def fixed_point_shift(n_points):
     return int(min(40, 61 - math.ceil(math.log2(n_points + 1))))
 
 
+#: Largest integral exponent computed by :func:`law_power` with multiplications only.
+MAX_INTEGRAL_EXP = 1024
+
+
+def integral_exponent(exp):
+    """``int(exp)`` when ``exp`` is a whole number in ``[0, MAX_INTEGRAL_EXP]``, else ``None``."""
+    e = float(exp)
+    return int(e) if e.is_integer() and 0 <= e <= MAX_INTEGRAL_EXP else None
+
+
+def law_power(x, exp, out=None):
+    """``x ** exp`` as the law computes it, elementwise on a float64 array.
+
+    For a whole exponent (the default 4) by binary exponentiation: squarings of ``x`` from the
+    lowest bit of ``exp`` up, multiplied into the result in that order. Only IEEE products, so
+    every engine (numpy, numba, torch on any device) gets the same bits; for 0, 1 and 2 this is
+    what numpy's ``**`` computes too (ones, ``x``, ``x * x``). Other exponents use numpy's ``**``
+    (whose SIMD ``pow`` other libraries do not reproduce: the torch engine computes those weights
+    with numpy). ``out``, when given, may receive the result (it is returned either way).
+    """
+    e = integral_exponent(exp)
+    if e is None:
+        return x**exp if out is None else np.power(x, exp, out=out)
+    if e == 0:
+        return np.ones_like(x) if out is None else _fill(out, 1.0)
+    result = None
+    base = x
+    while True:
+        if e & 1:
+            result = base if result is None else result * base
+        e >>= 1
+        if not e:
+            break
+        base = base * base
+    if out is None:
+        return result if result is not x else x.copy()
+    np.copyto(out, result)
+    return out
+
+
+def _fill(out, value):
+    out.fill(value)
+    return out
+
+
 def penalty_weights(dist, exp):
     """Normalised penalties ``1/d**exp / sum(1/d**exp)`` for positive distances, overflow-safe.
 
-    Computed as ``(d_min / d)**exp`` before normalising, which is the same quantity without
-    overflowing for tiny distances or large exponents.
+    Computed as ``(d_min / d)**exp`` (:func:`law_power`) before normalising, which is the same
+    quantity without overflowing for tiny distances or large exponents; the sum is numpy's (its
+    pairwise summation) over the distances in increasing order.
     """
-    w = (dist.min() / dist) ** exp
+    w = law_power(dist.min() / dist, exp)
     return w / w.sum()
 
 

@@ -49,16 +49,21 @@ share its codes instead of each building a copy.
 Exactness
 ---------
 Distances are the same float64 operations in the same order as the numpy engine. The penalty weights
-are computed by numpy (whose ``**`` may use SIMD math that a compiled ``pow`` does not reproduce to
-the bit), elementwise with the expressions of :func:`~zcore.core.engine.penalty_weights`, and their
+are computed by numpy with :func:`~zcore.core.engine.law_power` (IEEE products for a whole exponent;
+numpy's ``**``, whose SIMD ``pow`` a compiled one does not reproduce to the bit, otherwise),
+elementwise with the expressions of :func:`~zcore.core.engine.penalty_weights`, and their
 normalising sum over the ``k`` best sorted by distance (the order of the numpy engine); the rounding
-to fixed point is the same float64 operations as :func:`~zcore.core.engine.to_fixed`.
+to fixed point is the same float64 operations as :func:`~zcore.core.engine.to_fixed`. For
+``N <= DENSE_MAX_N``, :func:`prepare` returns the dense scan kernel of
+:mod:`zcore.core.engine_dense` instead (same results).
 """
 
 import math
 import os
 
 import numpy as np
+
+from .engine import law_power
 
 try:  # numba is optional: without it the module still imports and AVAILABLE is False
     import numba
@@ -92,6 +97,10 @@ _CHUNK = 64
 _EXTRA = 64
 #: Uniform cells per dimension behind the 256 quantile codes.
 _CELLS = 4096
+#: Largest ``N`` scored by the dense scan kernel (:mod:`zcore.core.engine_dense`) instead of the
+#: windowed one: the crossover of the two measured with ``benchmarks/bench_scoring.py`` (D = 512,
+#: ``redund_nn`` = 1000, see README, Performance). Only the time depends on it.
+DENSE_MAX_N = 60_000
 
 
 def _cache_dir():
@@ -1024,11 +1033,20 @@ class Prepared:
 
 
 def prepare(X):
-    """The per-matrix data of the compiled engine (:class:`Prepared`, a callable engine).
+    """The per-matrix data of the compiled engine, a callable engine: the dense scan kernel
+    (:class:`zcore.core.engine_dense.DensePrepared`) for at most :data:`DENSE_MAX_N` samples,
+    else the windowed one (:class:`Prepared`).
 
     Build it once for ``X`` before forking workers, and give them the result: they share its
-    codes (a quarter of the size of ``X``) instead of each building its own.
+    data (codes, a quarter of the size of ``X``, or a column-major copy) instead of each building
+    its own.
     """
+    if not AVAILABLE:
+        raise ImportError("the numba engine needs numba: pip install numba")
+    if np.shape(X)[0] <= DENSE_MAX_N:
+        from .engine_dense import DensePrepared
+
+        return DensePrepared(X)
     return Prepared(X)
 
 
@@ -1062,7 +1080,7 @@ def accumulate_numba(X, dims, coords, coverage, penalty, *, k, exp, shift, progr
         raise ImportError("the numba engine needs numba: pip install numba")
     if len(dims) == 0:
         return
-    Prepared(X).accumulate(
+    prepare(X).accumulate(
         X, dims, coords, coverage, penalty, k=k, exp=exp, shift=shift, progress=progress
     )
 
@@ -1070,16 +1088,10 @@ def accumulate_numba(X, dims, coords, coverage, penalty, *, k, exp, shift, progr
 accumulate_numba.prepare = prepare
 
 
-#: Exponents that numpy's ``**`` computes by another ufunc than ``power`` (square, sqrt...).
-_SPECIAL_POWERS = (-1, 0, 0.5, 1, 2)
-
-
 def _power(x, exp, out):
-    """``x ** exp`` exactly as numpy's operator computes it, into ``out`` when that is the same
-    ufunc (``power``): no fresh memory per batch."""
-    if exp in _SPECIAL_POWERS:
-        return x**exp
-    return np.power(x, exp, out=out)
+    """``x ** exp`` as the law computes it (:func:`zcore.core.engine.law_power`), into ``out``
+    when possible: no fresh memory per batch."""
+    return law_power(x, exp, out=out)
 
 
 class _Workspace:
@@ -1133,14 +1145,14 @@ def warmup():
     column-major copy, from rows of ``X``, and from a gathered column; sample_dim 1, 2 and 3."""
     if not AVAILABLE:
         return
-    global SORT_MIN_POINTS, COLUMNS_BUDGET, COLUMN_MIN_POINTS
+    global SORT_MIN_POINTS, COLUMNS_BUDGET, COLUMN_MIN_POINTS, DENSE_MAX_N
     rng = np.random.default_rng(0)
     X = rng.normal(size=(40, 4)).astype(np.float32)
-    saved = SORT_MIN_POINTS, COLUMNS_BUDGET, COLUMN_MIN_POINTS
+    saved = SORT_MIN_POINTS, COLUMNS_BUDGET, COLUMN_MIN_POINTS, DENSE_MAX_N
     try:
         SORT_MIN_POINTS, COLUMN_MIN_POINTS = 8, 4
-        for columns in (COLUMNS_BUDGET, 0):
-            COLUMNS_BUDGET = columns
+        for columns, dense in ((COLUMNS_BUDGET, 0), (0, 0), (0, X.shape[0])):
+            COLUMNS_BUDGET, DENSE_MAX_N = columns, dense
             for s in (1, 2, 3):
                 dims = np.array([[0, 1, 2][:s]] * 20 + [[3, 0, 1][:s]] * 2, dtype=np.int32)
                 coords = rng.normal(size=dims.shape)
@@ -1148,4 +1160,4 @@ def warmup():
                 pen = np.zeros(40, np.int64)
                 accumulate_numba(X, dims, coords, cov, pen, k=5, exp=4.0, shift=30)
     finally:
-        SORT_MIN_POINTS, COLUMNS_BUDGET, COLUMN_MIN_POINTS = saved
+        SORT_MIN_POINTS, COLUMNS_BUDGET, COLUMN_MIN_POINTS, DENSE_MAX_N = saved

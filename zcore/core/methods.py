@@ -774,28 +774,24 @@ def near_duplicates(embeddings, threshold, *, scores=None, chunk=2048):
     Groups are the connected components of the "within threshold" graph (single linkage: A~B and
     B~C put A, B, C together even if A and C are farther apart). Each group keeps one
     representative: the highest score (ties and ``scores=None``: the lowest index); rows whose
-    score is ``NaN`` are never representatives unless the whole group is missing. Exact all-pairs
-    search in chunks of ``chunk`` rows: O(N^2 D) time, O(chunk N) memory — fine for ~10^5 rows.
+    score is ``NaN`` are never representatives unless the whole group is missing. Below
+    ``zcore.core.neighbors.ANN_MIN_ROWS`` rows (or without faiss-cpu), exact all-pairs search in
+    chunks of ``chunk`` rows: O(N^2 D) time, O(chunk N) memory; from there, an approximate
+    inverted-file index (faiss) that may miss a few pairs (recall measured by
+    ``benchmarks/bench_neardup.py``), see :mod:`zcore.core.neighbors`.
     """
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
+
+    from .neighbors import threshold_pairs
 
     X = _as_embeddings(embeddings, required=True, method="near_duplicates")
     threshold = check_float(threshold, "threshold", min_value=0.0, max_value=2.0)
     s = _as_scores(scores, n=len(X))
     n = len(X)
-    Xn = l2_normalize(X)
+    Xn = np.asarray(l2_normalize(X), dtype=np.float32)
     min_cos = 1.0 - threshold**2 / 2.0 - 1e-6
-    rows, cols = [], []
-    for start in range(0, n, chunk):
-        sim = Xn[start : start + chunk] @ Xn[start:].T
-        i, j = np.nonzero(sim >= min_cos)
-        j = j + start
-        i = i + start
-        upper = j > i
-        rows.append(i[upper])
-        cols.append(j[upper])
-    r, c = np.concatenate(rows), np.concatenate(cols)
+    r, c = threshold_pairs(Xn, min_cos, search="auto", chunk=chunk)
     graph = coo_matrix((np.ones(len(r), dtype=np.int8), (r, c)), shape=(n, n))
     _, comp = connected_components(graph, directed=False)
     _, members = _groups(comp)
