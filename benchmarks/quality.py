@@ -503,7 +503,7 @@ def run_benchmark(cfg, log=print, selections=None):
             for k in sorted(ks):
                 for s in range(cfg.screen_seeds):
                     ctx.kmeans(k, s)
-        if any(m.startswith("brain-") for m in cfg.methods):
+        if any(m.startswith("brain-") for m in cfg.methods) and name not in STAGE2_ONLY_POOLS:
             ctx.brain()
     timings = {"prepare_s": time.perf_counter() - t0}
 
