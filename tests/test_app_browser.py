@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 from app_browser import BROWSER_MARKS, keep_screenshots, run_script, serve_app, textile_files
 
+import zcore
+
 SCREENSHOTS = ("app_compute_zcore.png", "app_scores.png", "app_select_coreset.png")
 N = 40
 DIM = 32
@@ -69,7 +71,12 @@ def test_operators_in_the_app(app, tmp_path):
     assert config.n_samples == 400 and config.redund_nn == 10 and config.seed == 0
     assert "zcore_coreset" in ds.list_saved_views()
     coreset = ds.load_saved_view("zcore_coreset")
-    top4 = sorted(scores, reverse=True)[:4]
-    assert sorted(coreset.values("zcore_score"), reverse=True) == top4
+    # the form's default method, on the embeddings the scores came from, with the recorded seed
+    run = ds.get_run_info("coreset_auto").config
+    assert run.selection_method == "auto" and run.embeddings == ["embeddings"]
+    # (the App selected from its current view: the grid sorted by score, highest first)
+    view = ds.sort_by("zcore_score", reverse=True)
+    want = zcore.select_coreset(view, fraction=0.1, seed=run.seed)
+    assert sorted(coreset.values("id")) == sorted(want.values("id"))
 
     keep_screenshots(shots, SCREENSHOTS)

@@ -287,7 +287,10 @@ def select_coreset(
 
     Method arguments:
 
-    method : {"topk", "cluster_balanced", "stratified", "hierarchical_kmeans", "target"}
+    method : str or None, default=None
+        ``None`` (the default, see above), ``"auto"``, ``"topk"``, ``"cluster_balanced"``,
+        ``"stratified"``, ``"hierarchical_kmeans"``, ``"target"``, ``"typiclust"``,
+        ``"semdedup"`` or ``"prototypicality"``.
     embeddings : str or list of str
         Vector field(s); needed by every method but ``topk``/``stratified`` and by
         ``dedup_threshold``.

@@ -10,6 +10,8 @@ comes from ``seed`` (an int, ``None`` or a ``numpy.random.Generator``).
 
 Methods (:data:`_METHODS`):
 
+- ``auto``: the documented default, :data:`AUTO` (chosen by the quality benchmark's protocol on
+  validation splits; see the README's quality section);
 - ``topk``: the ``n_keep`` highest scores (the plugin's original behaviour);
 - ``cluster_balanced``: k-means, a quota per cluster, the best scores (or random, or the most
   typical samples) inside each; its defaults switch to one prototype per cluster when keeping
@@ -17,7 +19,10 @@ Methods (:data:`_METHODS`):
 - ``stratified``: coverage-centric coreset selection (CCS, Zheng et al., ICLR 2023);
 - ``hierarchical_kmeans``: multi-level k-means with resampling and hierarchical balanced sampling
   (after Vo et al., 2024, *Automatic data curation for self-supervised learning*);
-- ``target``: SimCore (Kim et al., CVPR 2023): the pool samples nearest to a target set.
+- ``target``: SimCore (Kim et al., CVPR 2023): the pool samples nearest to a target set;
+- ``typiclust``, ``semdedup``, ``prototypicality``: the peers of :mod:`zcore.core.peers` that
+  scale to a million rows (k-center greedy, facility location and ProbCover are quadratic and
+  stay in the benchmark).
 
 :func:`near_duplicates` finds groups of near-identical embeddings; :func:`select` can remove them
 (one representative per group) before any method.
