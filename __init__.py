@@ -579,6 +579,12 @@ def _score_field_input(ctx, inputs):
         description="Float field that receives the scores",
     )
     score_field = ctx.params.get("score_field") or _DEFAULTS["score_field"]
+    try:
+        zc._check_field_name(score_field, "score_field")
+    except ValueError as e:
+        prop.invalid = True
+        prop.error_message = str(e)
+        return
     # the score lands on patches or frames for such views (see zcore.collection)
     embeddings = (
         ctx.params.get("embeddings") if ctx.params.get("embeddings_source") != "model" else None

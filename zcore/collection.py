@@ -651,7 +651,7 @@ def _check_view_name(dataset, name, overwrite, what):
     if overwrite:
         return
     for info in dataset.list_saved_views(info=True):
-        if info["name"] == name or info.get("slug") == slug:
+        if info["name"] == name or fou.to_slug(info["name"]) == slug:
             raise ValueError(
                 f"a saved view named {info['name']!r} exists"
                 + ("" if info["name"] == name else f" (same slug {slug!r} as {name!r})")
