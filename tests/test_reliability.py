@@ -360,10 +360,14 @@ def test_tampered_cache_entries_are_misses(ds, tmp_path, tamper):
 def test_cache_write_failures_leave_a_consistent_dataset(ds, tmp_path, monkeypatch):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a directory")
-    with pytest.warns(UserWarning, match="could not write the embeddings cache"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         res = zcore.compute_zcore(
             ds, embeddings="embeddings", seed=0, cache_dir=str(blocker / "cache"), **FAST
         )
+    messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    assert len(messages) == 1 and "could not write the embeddings cache" in messages[0]
+    assert res.embeddings_cache is None
     assert ds.get_run_info("zcore_score").config.seed == res.seed == 0
 
     cache = str(tmp_path / "cache")

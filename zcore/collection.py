@@ -1036,7 +1036,7 @@ def _read_embeddings(level, embeddings, progress, cache_dir):
                             f"({e}); scoring without caching",
                             stacklevel=3,
                         )
-                        key = None
+                        key = ref = None
             cache = None if key is None else "miss"
             return _Embeddings(X, names, ids, missing=missing, cache=cache, cache_ref=ref)
     ids, X, fields = _load_embeddings(level, embeddings)
