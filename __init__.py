@@ -5,6 +5,7 @@ calls), build their forms, and call the FiftyOne layer in ``zcore/``.
 """
 
 import importlib.util
+import os
 
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
@@ -23,6 +24,9 @@ _DEFAULTS = {
     "batch_size": 32,
 }
 _EMBED_SOURCES = ("field", "model")
+#: Environment variable of the server: the directory under which the operator may keep embedding
+#: caches (``cache_dir`` is refused from the App/operator when unset).
+CACHE_ROOT_ENV = "ZCORE_CACHE_ROOT"
 _SIZE_MODES = ("size", "fraction", "threshold")
 
 
@@ -117,15 +121,18 @@ class ComputeZcore(foo.Operator):
             required=False,
         )
 
-        inputs.str(
-            "cache_dir",
-            label="Embeddings cache directory (optional)",
-            description=(
-                "Keep the embedding matrix here as a memory-mapped file, so that re-runs with "
-                "other settings skip reading the database (invalidated when samples change)"
-            ),
-            required=False,
-        )
+        cache_root = os.environ.get(CACHE_ROOT_ENV)
+        if cache_root:  # only where the server's owner allowed a place for caches
+            inputs.str(
+                "cache_dir",
+                label="Embeddings cache directory (optional)",
+                description=(
+                    "Keep the embedding matrix here as a memory-mapped file, so that re-runs "
+                    "with other settings skip reading the database (invalidated when samples "
+                    f"change). A sub-directory of {cache_root}"
+                ),
+                required=False,
+            )
         if importlib.util.find_spec("distributed") is not None:
             inputs.str(
                 "dask_scheduler",
@@ -179,6 +186,7 @@ class ComputeZcore(foo.Operator):
             )
             embeddings = p.get("embeddings_field") or _default_embeddings_field(p)
 
+        cache_dir = _cache_dir(p)
         num_workers = int(p.get("num_workers") or 1)
         use_mp = bool(ctx.delegated) and num_workers > 1
         scheduler = (p.get("dask_scheduler") or "").strip() or None
@@ -188,6 +196,12 @@ class ComputeZcore(foo.Operator):
                     "scoring on a Dask cluster runs only in a delegated (scheduled) operation"
                 )
             use_mp = False
+
+        overwrite = bool(p.get("overwrite", False))
+        view_name = p.get("view_name") or "zcore_coreset"
+        if p.get("save_coreset", False):  # every check before anything is written
+            size_kw = _size_kwargs(p)
+            zc.check_coreset_request(view, **size_kw, view_name=view_name, overwrite=overwrite)
 
         def progress(fraction, label):
             ctx.set_progress(progress=fraction, label=label)
@@ -211,7 +225,7 @@ class ComputeZcore(foo.Operator):
             device=p.get("device") or None,
             batch_size=p.get("batch_size", _DEFAULTS["batch_size"]),
             progress=progress,
-            cache_dir=p.get("cache_dir") or None,
+            cache_dir=cache_dir,
             backend="local" if scheduler is None else "dask",
             client=None if scheduler in (None, "local") else scheduler,
         )
@@ -223,14 +237,11 @@ class ComputeZcore(foo.Operator):
         }
         out.update({k: round(v, 3) for k, v in results.timings.items()})
         if p.get("save_coreset", False):
-            coreset = zc.select_coreset(view, score_field=score_field, **_size_kwargs(p))
+            coreset = zc.select_coreset(view, score_field=score_field, **size_kw)
             out["coreset_size"] = zc.save_coreset(
-                view,
-                coreset,
-                view_name=p.get("view_name") or "zcore_coreset",
-                overwrite=bool(p.get("overwrite", False)),
+                view, coreset, view_name=view_name, overwrite=overwrite
             )
-            out["view_name"] = p.get("view_name") or "zcore_coreset"
+            out["view_name"] = view_name
         if not ctx.delegated:
             ctx.trigger("reload_dataset")
         return out
@@ -327,7 +338,15 @@ class SelectCoreset(foo.Operator):
         method = _method_inputs(ctx, inputs, view)
         _size_inputs(ctx, inputs, n_scored)
 
-        kwargs = _size_kwargs(ctx.params)
+        kwargs = _size_kwargs(
+            ctx.params,
+            {
+                "size_mode": "fraction",
+                "size": max(1, n_scored // 10),
+                "fraction": 0.1,
+                "threshold": 0.5,
+            },
+        )
         if method in ("topk", "auto") and ctx.params.get("dedup_threshold") is None:
             try:
                 n_keep = zc.select_coreset(
@@ -371,14 +390,16 @@ class SelectCoreset(foo.Operator):
         view = ctx.target_view()
         p = ctx.params
         score_field = p.get("score_field") or zc.DEFAULT_SCORE_FIELD
-        coreset = zc.select_coreset(
-            view, score_field=score_field, **_size_kwargs(p), **_method_kwargs(ctx, p)
-        )
         view_name = p.get("view_name") or None
         tag = p.get("tag") or None
-        count = zc.save_coreset(
-            view, coreset, view_name=view_name, tag=tag, overwrite=bool(p.get("overwrite", False))
+        overwrite = bool(p.get("overwrite", False))
+        size_kw = _size_kwargs(p)
+        # every check before anything is written (a method records its run)
+        zc.check_coreset_request(view, **size_kw, view_name=view_name, overwrite=overwrite)
+        coreset = zc.select_coreset(
+            view, score_field=score_field, **size_kw, **_method_kwargs(ctx, p)
         )
+        count = zc.save_coreset(view, coreset, view_name=view_name, tag=tag, overwrite=overwrite)
         if p.get("show", True) and not ctx.delegated:
             ctx.trigger("set_view", params={"view": coreset._serialize()})
         return {"count": count, "view_name": view_name or "", "tag": tag or ""}
@@ -406,6 +427,31 @@ class SelectCoreset(foo.Operator):
 
 
 # --- form helpers ------------------------------------------------------------------------------
+
+
+def _cache_dir(params):
+    """``cache_dir`` of an operator call, resolved under the server's ``ZCORE_CACHE_ROOT``: a
+    relative path is taken inside it, and any path (after resolving ``..`` and symlinks) must
+    stay inside it."""
+    value = params.get("cache_dir") or None
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"cache_dir must be a directory path; got {type(value).__name__}")
+    root = os.environ.get(CACHE_ROOT_ENV)
+    if not root:
+        raise ValueError(
+            f"cache_dir is not available from the operator on this server: its owner must set "
+            f"{CACHE_ROOT_ENV} to the directory under which caches may be written"
+        )
+    root = os.path.realpath(os.path.expanduser(root))
+    path = os.path.realpath(os.path.join(root, value))
+    if os.path.commonpath([root, path]) != root:
+        raise ValueError(
+            f"cache_dir {value!r} is outside {CACHE_ROOT_ENV} ({root}); pass a sub-directory "
+            "of it (or a relative path)"
+        )
+    return path
 
 
 def _sdk_ctx(sample_collection):
@@ -539,6 +585,12 @@ def _score_field_input(ctx, inputs):
         description="Float field that receives the scores",
     )
     score_field = ctx.params.get("score_field") or _DEFAULTS["score_field"]
+    try:
+        zc._check_field_name(score_field, "score_field")
+    except ValueError as e:
+        prop.invalid = True
+        prop.error_message = str(e)
+        return
     # the score lands on patches or frames for such views (see zcore.collection)
     embeddings = (
         ctx.params.get("embeddings") if ctx.params.get("embeddings_source") != "model" else None
@@ -735,16 +787,25 @@ def _method_kwargs(ctx, params):
     return kw
 
 
-def _size_kwargs(params):
+def _size_kwargs(params, form_defaults=None):
+    """``{mode: value}`` of the size part of the form. The form always sends its mode and value;
+    a programmatic call must give one of them (no silent default). ``form_defaults`` (the form's
+    preview while it is being filled) fills a value not given yet."""
+    params = {**(form_defaults or {}), **{k: v for k, v in params.items() if v is not None}}
     mode = params.get("size_mode")
+    given = [m for m in _SIZE_MODES if params.get(m) is not None]
     if mode is None:
-        given = [m for m in _SIZE_MODES if params.get(m) is not None]
-        mode = given[0] if len(given) == 1 else "fraction"
-    if mode == "size":
-        return {"size": params.get("size", 0)}
-    if mode == "threshold":
-        return {"threshold": params.get("threshold", 0.5)}
-    return {"fraction": params.get("fraction", 0.1)}
+        if len(given) != 1:
+            raise ValueError(
+                "pass exactly one of size, fraction or threshold"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        mode = given[0]
+    if mode not in _SIZE_MODES:
+        raise ValueError(f"size_mode must be one of {list(_SIZE_MODES)}; got {mode!r}")
+    if params.get(mode) is None:
+        raise ValueError(f"size_mode is {mode!r} but no {mode} was given")
+    return {mode: params[mode]}
 
 
 def register(p):

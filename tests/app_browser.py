@@ -81,8 +81,7 @@ def serve_app(ds, tmp_path):
             [sys.executable, "-c", _SERVE, ds.name, str(port)],
             stdout=log,
             stderr=subprocess.STDOUT,
-            # conftest's plugins dir, and this process's MongoDB: creating the dataset connected
-            # it and set FIFTYONE_PRIVATE_DATABASE_PORT, which the App server reuses.
+            # conftest's plugins dir and its private MongoDB (FIFTYONE_DATABASE_URI)
             env=dict(os.environ),
             cwd=str(tmp_path),
         )

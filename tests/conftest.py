@@ -1,8 +1,11 @@
-"""Test set-up: a throw-away FiftyOne database and a plugins dir that holds this plugin.
+"""Test set-up: a private, throw-away MongoDB and a plugins dir that holds this plugin.
 
-The environment is set before FiftyOne is imported anywhere, so every test talks to a real MongoDB
-started by FiftyOne in a temporary directory, and the operators are loaded through the real plugin
-registry from ``FIFTYONE_PLUGINS_DIR``.
+Before FiftyOne is imported anywhere, this starts its own ``mongod`` (the one FiftyOne ships) on a
+free loopback port with a temporary dbpath and points ``FIFTYONE_DATABASE_URI`` at it (see
+:mod:`zcore.testing_db`); at session start the suite refuses to run (``pytest.exit``) unless
+FiftyOne is connected to exactly that server, so no test can create or delete datasets in a
+user's database. The operators are loaded through the real plugin registry from
+``FIFTYONE_PLUGINS_DIR``.
 """
 
 import atexit
@@ -13,14 +16,20 @@ import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _TMP = tempfile.mkdtemp(prefix="zcore-tests-")
-# the database (about 300 MB) goes with the session; registered first, so it runs last, after
-# FiftyOne's own exit handlers stopped its MongoDB
+# the database goes with the session; registered first, so it runs last
 atexit.register(shutil.rmtree, _TMP, ignore_errors=True)
 _PLUGINS = os.path.join(_TMP, "plugins")
 os.makedirs(_PLUGINS, exist_ok=True)
 os.symlink(ROOT, os.path.join(_PLUGINS, "zcore"))
 
-os.environ.setdefault("FIFTYONE_DATABASE_DIR", os.path.join(_TMP, "db"))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from zcore import testing_db  # noqa: E402  (imports no FiftyOne)
+
+# registered after the rmtree above, so it runs before it (and after FiftyOne's exit handlers,
+# which are registered when FiftyOne connects)
+MONGOD = testing_db.use_private_mongod(os.path.join(_TMP, "db"))
 os.environ["FIFTYONE_PLUGINS_DIR"] = _PLUGINS
 os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
 os.environ.setdefault("FIFTYONE_DATABASE_VALIDATION", "false")
@@ -28,12 +37,17 @@ os.environ.setdefault("FIFTYONE_SHOW_PROGRESS_BARS", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("FIFTYONE_ALLOW_LEGACY_ORCHESTRATORS", "true")
 
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
 import pytest  # noqa: E402
 
 PLUGIN_NAME = "@zcore/zcore"
+
+
+def pytest_sessionstart(session):
+    """Refuse to run unless FiftyOne is connected to this session's own mongod."""
+    try:
+        MONGOD.verify()
+    except testing_db.ForeignDatabase as e:
+        pytest.exit(str(e), returncode=3)
 
 
 @pytest.fixture

@@ -8,9 +8,8 @@ fast with a clear error.
 import os
 import tempfile
 
-# Before FiftyOne is imported anywhere (conftest.py sets the same defaults).
+# Before FiftyOne is imported anywhere (conftest.py sets the same defaults, and the database).
 _TMP = tempfile.mkdtemp(prefix="zcore-test-models-")
-os.environ.setdefault("FIFTYONE_DATABASE_DIR", os.path.join(_TMP, "db"))
 os.environ.setdefault("FIFTYONE_MODEL_ZOO_DIR", os.path.join(_TMP, "zoo"))
 os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
 os.environ.setdefault("FIFTYONE_DATABASE_VALIDATION", "false")

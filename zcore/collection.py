@@ -16,12 +16,13 @@ Levels: a collection is scored where its embeddings live.
 
 import os
 import time
+import warnings
 
 import fiftyone as fo
 import numpy as np
 from fiftyone import ViewField as F
 
-from . import store
+from . import lock, store
 from .core.scoring import _score_components, combine_components, default_n_samples
 from .core.selection import resolve_size
 from .core.validation import check_embeddings, check_int, check_seed
@@ -137,7 +138,7 @@ def compute_zcore(
     t0 = time.perf_counter()
     score_field = _check_field_name(score_field, "score_field")
     run_key = score_field if run_key is None else run_key
-    _check_run_key(samples, run_key, overwrite)
+    _check_run_key_name(run_key)
     seed = _resolve_seed(seed)
     if model is None and embeddings is None:
         raise ValueError(
@@ -149,6 +150,78 @@ def compute_zcore(
     if component_fields:
         out_fields[score_field + "_coverage"] = fo.IntField
         out_fields[score_field + "_redundancy"] = fo.FloatField
+
+    # one writer per (dataset, field): taken before the checks of what exists, so that of two
+    # runs on a new field the second sees the first one's field (see zcore.lock)
+    with lock.terminate_as_exception():
+        held = lock.acquire(
+            samples._root_dataset,
+            [level._root_path(name) for name in out_fields],
+            run_key=run_key,
+            dataset_name=samples._root_dataset.name,
+        )
+        try:
+            return _compute_locked(
+                samples,
+                level,
+                held,
+                t0=t0,
+                embeddings=embeddings,
+                model=model,
+                score_field=score_field,
+                run_key=run_key,
+                overwrite=overwrite,
+                out_fields=out_fields,
+                seed=seed,
+                params_in={
+                    "n_samples": n_samples,
+                    "sample_dim": sample_dim,
+                    "redund_nn": redund_nn,
+                    "redund_exp": redund_exp,
+                    "rand_init": rand_init,
+                },
+                use_multiprocessing=use_multiprocessing,
+                num_workers=num_workers,
+                batch_size=batch_size,
+                progress=progress,
+                component_fields=component_fields,
+                engine=engine,
+                device=device,
+                cache_dir=cache_dir,
+                backend=backend,
+                client=client,
+            )
+        finally:
+            held.release()
+
+
+def _compute_locked(
+    samples,
+    level,
+    held,
+    *,
+    t0,
+    embeddings,
+    model,
+    score_field,
+    run_key,
+    overwrite,
+    out_fields,
+    seed,
+    params_in,
+    use_multiprocessing,
+    num_workers,
+    batch_size,
+    progress,
+    component_fields,
+    engine,
+    device,
+    cache_dir,
+    backend,
+    client,
+):
+    """compute_zcore once the lock is held: every check, then read, score, write + record."""
+    _check_run_key(samples, run_key, overwrite)
     for name, ftype in out_fields.items():
         _check_score_field(level, name, overwrite, ftype)
 
@@ -167,13 +240,25 @@ def compute_zcore(
             f"only {n_present} sample(s) of {data.n_all} have embeddings; ZCore needs at least 3"
         )
 
+    n_samples = params_in["n_samples"]
     params = {
+        **params_in,
         "n_samples": default_n_samples(n_present) if n_samples is None else n_samples,
-        "sample_dim": sample_dim,
-        "redund_nn": redund_nn,
-        "redund_exp": redund_exp,
-        "rand_init": rand_init,
     }
+    rand_init = params["rand_init"]
+    # the run's config is built and validated (key, type of an existing run) before scoring
+    config = samples.init_run(
+        method=RUN_METHOD,
+        score_field=score_field,
+        embeddings=fields if fields is not None else "<array>",
+        seed=seed,
+        level=level.kind,
+        score_path=level.path(score_field),
+        component_fields=bool(component_fields),
+        **params,
+    )
+    config.build().validate_run(samples, run_key, overwrite=overwrite)
+
     t2 = time.perf_counter()
     if callable(progress):
         progress(0.0, "scoring: preparing the embeddings")
@@ -199,18 +284,14 @@ def compute_zcore(
         columns[score_field + "_redundancy"] = np.ldexp(penalty.astype(np.float64), -shift)
     timings["score_s"] = time.perf_counter() - t2
 
+    recorded = []
+
     def record():
+        # called by the write, in the same interrupt-deferred section as the move of the values,
+        # so the run record always describes the values in the field
+        if recorded:
+            return
         t4 = time.perf_counter()
-        config = samples.init_run(
-            method=RUN_METHOD,
-            score_field=score_field,
-            embeddings=fields if fields is not None else "<array>",
-            seed=seed,
-            level=level.kind,
-            score_path=level.path(score_field),
-            component_fields=bool(component_fields),
-            **params,
-        )
         samples.register_run(run_key, config, overwrite=overwrite)
         timings["record_s"] = time.perf_counter() - t4
         timings["total_s"] = time.perf_counter() - t0
@@ -224,23 +305,18 @@ def compute_zcore(
             embeddings_cache=data.cache,
         )
         samples.save_run_results(run_key, results, overwrite=True)
-        return results
+        recorded.append(results)
 
     t3 = time.perf_counter()
     # an existing field may be replaced only with overwrite=True (checked above)
     descriptions = {name: _DESCRIPTIONS.get(name[len(score_field) :]) for name in columns}
-    try:
-        data.write(level, columns, out_fields, descriptions, progress)
-    except BaseException as e:
-        if getattr(e, "zcore_written", False):
-            # interrupted while the values were moved into place: the move was completed, so
-            # the field holds these scores; record how they were made before propagating
-            timings["write_s"] = time.perf_counter() - t3
-            record()
-        raise
-    timings["write_s"] = time.perf_counter() - t3
-    results = record()
-    return results
+
+    def written():
+        timings["write_s"] = time.perf_counter() - t3
+        record()
+
+    data.write(level, columns, out_fields, descriptions, progress, held, written)
+    return recorded[0]
 
 
 def select_coreset(
@@ -467,6 +543,13 @@ def _select_with_method(
             f"threshold applies to method 'topk' only; pass size or fraction for {method!r}"
         )
     seed = _resolve_seed(seed)
+    if dedup_threshold is not None:  # before any work: the view it may save
+        _check_view_name(
+            samples._root_dataset,
+            duplicates_view or f"{run_key}_duplicates",
+            overwrite,
+            "duplicates_view",
+        )
     level = _Level(samples)
     all_ids = level.ids()
 
@@ -590,18 +673,46 @@ def _select_with_method(
     return view
 
 
+def check_coreset_request(
+    sample_collection, *, size=None, fraction=None, threshold=None, view_name=None, overwrite=False
+):
+    """Every check of a later :func:`select_coreset` + :func:`save_coreset` that does not need
+    the scores: exactly one valid ``size`` / ``fraction`` / ``threshold`` (finite), and a
+    ``view_name`` that is free (by name and by slug) unless ``overwrite``. The operators call it
+    before anything is written."""
+    resolve_size(np.zeros(0), size=size, fraction=fraction, threshold=threshold)
+    _check_view_name(sample_collection._root_dataset, view_name, overwrite, "view_name")
+
+
+def _check_view_name(dataset, name, overwrite, what):
+    if not name:
+        return
+    if not isinstance(name, str):
+        raise ValueError(f"{what} must be a string; got {type(name).__name__}")
+    import fiftyone.core.utils as fou
+
+    try:
+        slug = fou.to_slug(name)
+    except ValueError as e:
+        raise ValueError(f"{what} {name!r} cannot name a saved view: {e}") from None
+    if overwrite:
+        return
+    for info in dataset.list_saved_views(info=True):
+        if info["name"] == name or fou.to_slug(info["name"]) == slug:
+            raise ValueError(
+                f"a saved view named {info['name']!r} exists"
+                + ("" if info["name"] == name else f" (same slug {slug!r} as {name!r})")
+                + f"; choose another {what} or pass overwrite=True"
+            )
+
+
 def save_coreset(sample_collection, view, *, view_name=None, tag=None, overwrite=False):
     """Save a coreset view under ``view_name`` and/or tag its samples with ``tag``.
 
     Returns the number of samples in the view.
     """
     dataset = sample_collection._root_dataset
-    if view_name:
-        if dataset.has_saved_view(view_name) and not overwrite:
-            raise ValueError(
-                f"a saved view named {view_name!r} exists; choose another name or pass "
-                "overwrite=True"
-            )
+    _check_view_name(dataset, view_name, overwrite, "view_name")
     count = view.count()
     if view_name:
         dataset.save_view(view_name, view, overwrite=overwrite)
@@ -685,6 +796,19 @@ class _Level:
             return root._get_label_field_path(self.patches_field, name)[1]
         return self.path(name)
 
+    def read_only_parent(self, name):
+        """The path of the read-only field among ``name``'s path on the dataset and its
+        parents, or ``None``."""
+        root = self.samples._root_dataset
+        path = self._root_path(name)
+        parts = path.split(".")
+        for i in range(len(parts), 0, -1):
+            sub = ".".join(parts[:i])
+            field = root.get_field(sub)
+            if field is not None and getattr(field, "read_only", False):
+                return sub
+        return None
+
     def get_field(self, name):
         """The existing output field ``name`` (on the dataset), or ``None``."""
         if self.kind == "patches":
@@ -753,20 +877,31 @@ def _select_frames(samples, field, size, fraction, threshold):
 
 
 def _check_field_name(name, what):
-    if not isinstance(name, str) or not name or name.startswith("_") or "." in name:
+    if (
+        not isinstance(name, str)
+        or not name
+        or name.startswith("_")
+        or "." in name
+        or "$" in name
+        or name != name.strip()
+    ):
         raise ValueError(
-            f"{what} must be a top-level field name such as 'zcore_score' (no dots, not starting "
-            f"with '_'); got {name!r}"
+            f"{what} must be a top-level field name such as 'zcore_score' (no dots or '$', not "
+            f"starting with '_'); got {name!r}"
         )
     return name
 
 
-def _check_run_key(samples, run_key, overwrite):
+def _check_run_key_name(run_key):
     if not isinstance(run_key, str) or not run_key.isidentifier():
         raise ValueError(
             f"run_key must be a valid Python identifier (letters, digits, underscores); "
             f"got {run_key!r}"
         )
+
+
+def _check_run_key(samples, run_key, overwrite):
+    _check_run_key_name(run_key)
     if samples.has_run(run_key) and not overwrite:
         raise ValueError(
             f"a run with key {run_key!r} already exists on dataset {samples._dataset.name!r}; "
@@ -787,6 +922,12 @@ def _check_score_field(level, score_field, overwrite, ftype=fo.FloatField):
         raise ValueError(
             f"field {score_field!r} already exists; pass overwrite=True to replace its values, "
             "or choose another score_field"
+        )
+    read_only = level.read_only_parent(score_field)
+    if read_only is not None:
+        raise ValueError(
+            f"field {read_only!r} is read-only; make it editable "
+            f"(field.read_only = False; field.save()) or choose another score_field"
         )
 
 
@@ -854,28 +995,48 @@ class _Embeddings:
             return len(self.ids) + len(self.missing)
         return len(self.ids if self.all_ids is None else self.all_ids)
 
-    def write(self, level, columns, ftypes, descriptions, progress):
+    def write(self, level, columns, ftypes, descriptions, progress, held=None, on_written=None):
         """Write ``columns`` (name -> one value per row of ``X``); units without embeddings get
-        ``None``."""
+        ``None``. ``on_written()`` (the run record) is called as part of the write, with
+        SIGINT/SIGTERM held back from the start of the move until it returned."""
         if self.fast:
             samples = level.samples
             cols = [(k, v, ftypes[k], descriptions[k]) for k, v in columns.items()]
             unchanged = self.cache_ref is not None and store.stamp(samples) == self.cache_ref[2]
-            store.write_columns(samples, self.ids, self.missing, cols, progress=progress)
+            store.write_columns(
+                samples,
+                self.ids,
+                self.missing,
+                cols,
+                progress=progress,
+                tmp_prefix=None if held is None else held.tmp_prefix,
+                on_written=on_written,
+            )
             if self.cache_ref is not None:
                 # writing the scores bumped last_modified_at: keep the cache entry valid, unless
-                # the samples changed since they were read
+                # the samples changed since they were read. The cache is an optimisation: a
+                # failure here (read-only directory...) is a warning, the dataset is written.
                 cache_dir, key, _ = self.cache_ref
-                if unchanged:
-                    store.refresh_cached(cache_dir, key, store.fingerprint(samples))
-                else:
-                    store.drop_cached(cache_dir, key)
+                try:
+                    if unchanged:
+                        store.refresh_cached(cache_dir, key, store.fingerprint(samples))
+                    else:
+                        store.drop_cached(cache_dir, key)
+                except OSError as e:
+                    warnings.warn(
+                        f"could not update the embeddings cache entry {key} in {cache_dir} "
+                        f"({e}); it will be a miss next time",
+                        stacklevel=3,
+                    )
             return
         all_ids = self.ids if self.all_ids is None else self.all_ids
-        for name, column in columns.items():
-            values = dict.fromkeys(all_ids)
-            values.update(zip(self.ids, column.tolist()))
-            level.write(name, values, ftypes[name], descriptions[name])
+        with lock.deferred_interrupts():
+            for name, column in columns.items():
+                values = dict.fromkeys(all_ids)
+                values.update(zip(self.ids, column.tolist()))
+                level.write(name, values, ftypes[name], descriptions[name])
+            if on_written is not None:
+                on_written()
 
 
 def _read_embeddings(level, embeddings, progress, cache_dir):
@@ -914,7 +1075,15 @@ def _read_embeddings(level, embeddings, progress, cache_dir):
             if len(X) >= 3:
                 X = check_embeddings(X, input_name=f"embeddings field(s) {names}")
                 if key is not None:  # only valid embeddings are cached
-                    store.save_cached(cache_dir, key, fp, X, ids, missing, {"fields": names})
+                    try:
+                        store.save_cached(cache_dir, key, fp, X, ids, missing, {"fields": names})
+                    except OSError as e:  # the cache is an optimisation: the run goes on
+                        warnings.warn(
+                            f"could not write the embeddings cache entry {key} in {cache_dir} "
+                            f"({e}); scoring without caching",
+                            stacklevel=3,
+                        )
+                        key = ref = None
             cache = None if key is None else "miss"
             return _Embeddings(X, names, ids, missing=missing, cache=cache, cache_ref=ref)
     ids, X, fields = _load_embeddings(level, embeddings)
@@ -939,11 +1108,7 @@ def _load_embeddings(level, embeddings):
             # label attributes of patches may be undeclared (dynamic): then read them anyway
             col = [_as_vector(v) for v in level.read(f)] if f in schema or "." in f else None
             if col is None or (f not in schema and all(v is None for v in col)):
-                vectors = sorted(
-                    k
-                    for k, v in schema.items()
-                    if isinstance(v, (fo.VectorField, fo.ArrayField, fo.ListField))
-                )
+                vectors = sorted(k for k, v in schema.items() if _is_vector_field(v))
                 raise ValueError(
                     f"embeddings field {f!r} not found on the collection; vector fields: {vectors}"
                 )
@@ -953,6 +1118,7 @@ def _load_embeddings(level, embeddings):
         parts = []
         for f, col in zip(fields, columns):
             rows = [col[i] for i in keep]
+            _check_real_vectors(f, rows)
             lengths = {np.size(r) for r in rows}
             if len(lengths) > 1:
                 raise ValueError(
@@ -980,12 +1146,43 @@ def _load_embeddings(level, embeddings):
     return ids, X, None
 
 
+def _is_vector_field(field):
+    return isinstance(field, (fo.VectorField, fo.ArrayField)) or (
+        isinstance(field, fo.ListField) and isinstance(field.field, (fo.FloatField, fo.IntField))
+    )
+
+
+def _check_real_vectors(field, rows):
+    """Refuse what cannot be an embedding, naming the field (instead of numpy's message, or a
+    silent cast that drops the imaginary part of complex numbers)."""
+    for i, r in enumerate(rows):
+        if isinstance(r, (str, bytes, dict)) or np.isscalar(r):
+            raise ValueError(
+                f"embeddings field {field!r} holds {type(r).__name__} values (e.g. row {i}), not "
+                "vectors of numbers; pass a vector field (see compute_embeddings)"
+            )
+    kinds = {np.asarray(r).dtype.kind for r in rows[:1000]}
+    bad = kinds - set("fiub")
+    if bad:
+        kind = "complex" if "c" in bad else "non-numeric"
+        raise ValueError(
+            f"embeddings field {field!r} holds {kind} values; ZCore needs real-valued vectors "
+            "(store e.g. np.abs(v) or the real and imaginary parts side by side)"
+        )
+
+
 def _as_vector(value):
     # undeclared array attributes of labels come back serialized
     if isinstance(value, bytes):
         from fiftyone.core.utils import deserialize_numpy_array
 
-        return deserialize_numpy_array(value)
+        try:
+            return deserialize_numpy_array(value)
+        except Exception as e:
+            raise ValueError(
+                f"a stored vector could not be decoded ({type(e).__name__}: {e}); the field "
+                "holds corrupted or non-array bytes: recompute the embeddings"
+            ) from None
     return value
 
 

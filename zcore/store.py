@@ -247,7 +247,9 @@ def object_ids(ids):
 # --- writing ------------------------------------------------------------------------------------
 
 
-def write_columns(samples, ids, missing, columns, *, progress=None):
+def write_columns(
+    samples, ids, missing, columns, *, progress=None, tmp_prefix=None, on_written=None
+):
     """Write one value per sample of ``samples`` into sample fields, interrupt-safely.
 
     Parameters
@@ -262,19 +264,29 @@ def write_columns(samples, ids, missing, columns, *, progress=None):
         not exist yet (the caller has checked an existing field's type).
     progress : callable, optional
         ``progress(fraction, label)``.
+    tmp_prefix : str, optional
+        Name prefix of the temporary collection (default ``zcore_tmp_<dataset id>``; the lock's
+        :attr:`zcore.lock.Lock.tmp_prefix`, so a later run can tell a stale one).
+    on_written : callable, optional
+        Called once the values are in place, inside the same section as the move: SIGINT and
+        SIGTERM received from the start of the move are held back until both are done (main
+        thread), so the run record written by ``on_written`` always goes with the values.
 
     Raises
     ------
     BaseException
         Whatever interrupted the write. Before the move into the sample documents started, the
-        dataset is unchanged; after, the move was completed first and the exception carries
-        ``zcore_written = True`` (the fields hold the new values).
+        dataset is unchanged; after, the move was completed first (and ``on_written`` called)
+        and the exception carries ``zcore_written = True`` (the fields hold the new values).
     """
     import fiftyone.core.sample as fos
 
+    from .lock import deferred_interrupts
+
     dataset = samples._dataset
     coll = dataset._sample_collection
-    tmp = coll.database[f"{_TMP_PREFIX}{dataset._doc.id}_{uuid.uuid4().hex[:12]}"]
+    prefix = tmp_prefix or f"{_TMP_PREFIX}{dataset._doc.id}"
+    tmp = coll.database[f"{prefix}_{uuid.uuid4().hex[:12]}"]
     # each temporary document holds the final field values and last_modified_at (set_values()
     # sets it to one utcnow() for every document it writes); $merge's "merge" mode copies them
     keys = ("_id", *(c[0] for c in columns), "last_modified_at")
@@ -301,17 +313,27 @@ def write_columns(samples, ids, missing, columns, *, progress=None):
 
         chunk = max(1000, min(SWAP_CHUNK, -(-total // SWAP_THREADS)))
         bounds = _range_bounds(np.concatenate([ids, missing]), chunk)
-        state["swap"] = swap = _Swap(dataset, tmp, columns, bounds)
-        swap.run(lambda k: report(total / 2 + total / 2 * k / len(bounds)))
+        swap = _Swap(dataset, tmp, columns, bounds)
+        with deferred_interrupts():
+            state["swap"] = swap
+            try:
+                swap.run(lambda k: report(total / 2 + total / 2 * k / len(bounds)))
+            except BaseException as e:
+                swap.finish()  # roll forward: all new values, then re-raise
+                fos.Sample._reload_docs(dataset._sample_collection_name)
+                e.zcore_written = True
+                if on_written is not None:
+                    on_written()
+                raise
+            fos.Sample._reload_docs(dataset._sample_collection_name)
+            if on_written is not None:
+                on_written()
     except BaseException as e:
         if state["swap"] is not None:
-            state["swap"].finish()  # roll forward: all new values, then re-raise
-            fos.Sample._reload_docs(dataset._sample_collection_name)
             e.zcore_written = True
         raise
     finally:
         tmp.drop()
-    fos.Sample._reload_docs(dataset._sample_collection_name)
     report(total, force=True)
 
 
@@ -455,22 +477,58 @@ def _count_docs(raw):
     return count
 
 
-def load_cached(cache_dir, key, fp):
-    """``(X, ids, missing)`` from the cache entry ``key`` if its fingerprint is ``fp``, else None.
+def _file_digest(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
 
-    ``X`` is a read-only memory map."""
+
+_CACHE_FILES = ("X.npy", "ids.npy", "missing.npy")
+
+
+def load_cached(cache_dir, key, fp):
+    """``(X, ids, missing)`` from the cache entry ``key`` if it is intact and its fingerprint is
+    ``fp``, else None (a miss).
+
+    Intact: ``meta.json`` records the shape and dtype of the matrix and a SHA-256 of each file;
+    the matrix must be 2-d float32 with that shape, the id arrays ``(n, 12)`` and ``(m, 12)``
+    uint8 with ``n`` rows of the matrix, ``n + m`` the collection's size and no id twice, and
+    every file must match its checksum (one sequential read of the entry). ``X`` is a read-only
+    memory map."""
     path = os.path.join(cache_dir, key)
     try:
         with open(os.path.join(path, "meta.json")) as f:
             meta = json.load(f)
         if meta.get("fingerprint") != fp:
             return None
-        X = np.load(os.path.join(path, "X.npy"), mmap_mode="r")
-        ids = np.load(os.path.join(path, "ids.npy"))
-        missing = np.load(os.path.join(path, "missing.npy"))
-    except (OSError, ValueError):
+        sums = meta.get("sha256") or {}
+        for name in _CACHE_FILES:
+            if sums.get(name) != _file_digest(os.path.join(path, name)):
+                return None
+        X = np.load(os.path.join(path, "X.npy"), mmap_mode="r", allow_pickle=False)
+        ids = np.load(os.path.join(path, "ids.npy"), allow_pickle=False)
+        missing = np.load(os.path.join(path, "missing.npy"), allow_pickle=False)
+    except (OSError, ValueError, TypeError, AttributeError):
         return None
-    if X.shape[0] != len(ids) or len(ids) + len(missing) != fp["count"]:
+    if (
+        X.ndim != 2
+        or X.dtype != np.float32
+        or list(X.shape) != list(meta.get("shape", []))
+        or meta.get("dtype") != "float32"
+        or ids.dtype != np.uint8
+        or missing.dtype != np.uint8
+        or ids.ndim != 2
+        or missing.ndim != 2
+        or ids.shape[1:] != (12,)
+        or missing.shape[1:] != (12,)
+        or X.shape[0] != len(ids)
+        or len(ids) + len(missing) != fp["count"]
+    ):
+        return None
+    every = np.concatenate([ids, missing]).view("V12").ravel()
+    if len(np.unique(every)) != len(every):
         return None
     return X, ids, missing
 
@@ -483,10 +541,17 @@ def save_cached(cache_dir, key, fp, X, ids, missing, info=None):
     tmp = os.path.join(cache_dir, f".{key}.{uuid.uuid4().hex[:8]}")
     os.makedirs(tmp)
     try:
-        np.save(os.path.join(tmp, "X.npy"), X)
-        np.save(os.path.join(tmp, "ids.npy"), ids)
-        np.save(os.path.join(tmp, "missing.npy"), missing)
-        meta = {"fingerprint": fp, "shape": list(X.shape), "created": time.time(), **(info or {})}
+        arrays = {"X.npy": X, "ids.npy": ids, "missing.npy": missing}
+        for name, arr in arrays.items():
+            np.save(os.path.join(tmp, name), arr)
+        meta = {
+            "fingerprint": fp,
+            "shape": list(X.shape),
+            "dtype": str(X.dtype),
+            "sha256": {name: _file_digest(os.path.join(tmp, name)) for name in arrays},
+            "created": time.time(),
+            **(info or {}),
+        }
         with open(os.path.join(tmp, "meta.json"), "w") as f:
             json.dump(meta, f, indent=1, default=str)
         if os.path.exists(path):

@@ -12,14 +12,18 @@ fails (its traceback is re-raised here as ``RuntimeError``) and after ``Keyboard
 
 import multiprocessing as mp
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
+import warnings
 from multiprocessing import shared_memory
 
 import numpy as np
 
 _POLL_S = 0.05
+_PR_SET_PDEATHSIG = 1
 
 
 def default_num_workers():
@@ -60,12 +64,37 @@ class _SharedArrays:
         self.blocks = []
 
 
-def _worker(accumulate, X, dims, coords, coverage, penalty, counter, errors, params):
+def _die_with_parent(parent_pid):
+    """Make this (forked) worker end when its parent does, even on SIGKILL of the parent: the
+    kernel sends SIGKILL at the parent's death (``PR_SET_PDEATHSIG``, Linux); elsewhere, or if
+    that fails, a daemon thread watches the parent pid."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0:
+                if os.getppid() != parent_pid:  # the parent died before prctl took effect
+                    os._exit(1)
+                return
+        except (OSError, AttributeError):
+            pass
+
+    def watch():
+        while os.getppid() == parent_pid:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _worker(accumulate, X, dims, coords, coverage, penalty, counter, errors, params, parent_pid):
     # Leave with os._exit: the parent may have forked from a non-main thread (FiftyOne runs
     # operators in a thread pool), where the child's normal interpreter shutdown fails and turns
     # a finished worker into exit code 1.
     code = 1
     try:
+        _die_with_parent(parent_pid)
 
         def report(n):
             counter[0] += n
@@ -115,6 +144,15 @@ def accumulate_parallel(
         )
     ctx = mp.get_context("fork")
     n, n_points = X.shape[0], len(dims)
+    usable = default_num_workers()
+    if int(num_workers) > usable:
+        warnings.warn(
+            f"num_workers={int(num_workers)} is more than the {usable} CPU(s) this process may "
+            f"use; using {usable} worker processes",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        num_workers = usable
     num_workers = max(1, min(int(num_workers), n_points))
     bounds = np.linspace(0, n_points, num_workers + 1).astype(np.int64)
 
@@ -143,6 +181,7 @@ def accumulate_parallel(
                     counters[w],
                     errors,
                     params,
+                    os.getpid(),
                 ),
                 daemon=True,
             )
