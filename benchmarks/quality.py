@@ -839,11 +839,24 @@ def main(argv=None):
         if args.quick
         else os.path.join(HERE, "results")
     )
-    from own_database import own_database
+    # a MongoDB of its own (the Brain rows need a dataset): never a user's database
+    from zcore import testing_db
 
-    with own_database(tempfile.mkdtemp(prefix="zcore-quality-")):
-        t0 = time.perf_counter()
-        res = run_benchmark(cfg, log=lambda msg: print(msg, flush=True))
+    db = testing_db.use_private_mongod(
+        os.path.join(tempfile.mkdtemp(prefix="zcore-quality-"), "db")
+    )
+    for key, value in {
+        "FIFTYONE_DO_NOT_TRACK": "true",
+        "FIFTYONE_DATABASE_VALIDATION": "false",
+        "FIFTYONE_SHOW_PROGRESS_BARS": "false",
+        "HF_HUB_OFFLINE": "1",
+    }.items():
+        os.environ.setdefault(key, value)
+    import fiftyone  # noqa: F401
+
+    db.verify()
+    t0 = time.perf_counter()
+    res = run_benchmark(cfg, log=lambda msg: print(msg, flush=True))
     paths = write_outputs(res, out)
     print(f"done in {time.perf_counter() - t0:.0f}s; wrote " + ", ".join(paths.values()))
     return 0
