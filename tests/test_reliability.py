@@ -309,7 +309,7 @@ def test_python_duplicates_view_is_checked_before_selecting(ds):
     before = _state(ds)
     with pytest.raises(ValueError, match="'dups' exists"):
         zcore.select_coreset(
-            ds, size=10, embeddings="embeddings", dedup_threshold=5.0, duplicates_view="dups"
+            ds, size=10, embeddings="embeddings", dedup_threshold=1.5, duplicates_view="dups"
         )
     assert _state(ds) == before
 

@@ -405,12 +405,13 @@ def select_coreset(
         it follows later re-scoring; tag the samples to freeze a selection. With ``scores``, the
         view selects the chosen sample ids.
     """
+    replace_run = False  # the default selection's record is replaced by the next one
     if method is None:
         method, embeddings, default_key = _default_method(
             sample_collection, score_field, scores, embeddings, threshold, dedup_threshold
         )
         if default_key and run_key is None:
-            run_key, overwrite = default_key, True
+            run_key, replace_run = default_key, True
     if method != "topk" or dedup_threshold is not None:
         return _select_with_method(
             sample_collection,
@@ -429,6 +430,7 @@ def select_coreset(
             overwrite=overwrite,
             duplicates_view=duplicates_view,
             options=method_options,
+            replace_run=replace_run,
         )
     if method_options or embeddings is not None or target is not None:
         raise ValueError(
@@ -523,6 +525,7 @@ def _select_with_method(
     overwrite,
     duplicates_view,
     options,
+    replace_run=False,
 ):
     """select_coreset for a method of :mod:`zcore.core.methods` (and/or near-duplicate removal):
     validates everything, selects, then records the run and saves the duplicates view."""
@@ -531,7 +534,7 @@ def _select_with_method(
     t0 = time.perf_counter()
     M.get_method(method)  # unknown names fail first, with the list of valid ones
     run_key = f"coreset_{method}" if run_key is None else run_key
-    _check_run_key(samples, run_key, overwrite)
+    _check_run_key(samples, run_key, overwrite or replace_run)
     if (
         _is_frame_path(samples, score_field)
         or _field_names(embeddings)
@@ -657,7 +660,7 @@ def _select_with_method(
         duplicates_view=dup_view_name,
         **(target_info or {}),
     )
-    samples.register_run(run_key, config, overwrite=overwrite)
+    samples.register_run(run_key, config, overwrite=overwrite or replace_run)
     results = samples.init_run_results(
         run_key,
         num_selected=len(kept_ids),
