@@ -367,6 +367,33 @@ class PoolBuilder:
             source_ids=source_ids,
         )
 
+    def _labelled_pool(self, name, images, labels, small_n, sizes, source):
+        """A pool, validation and test split (stratified, ``sizes``) of a small labelled source
+        embedded whole (``small_n`` random images of it for the smoke test)."""
+        if self.small:
+            keep = np.sort(np.random.default_rng(self.seed).choice(len(images), small_n, False))
+            images, labels = [images[i] for i in keep], labels[keep]
+        E = cached_embeddings(
+            self.cache_dir,
+            f"{name}_{'small' if self.small else 'full'}_img{IMAGE_SIZE}",
+            images,
+            self.log,
+            self.threads,
+        )
+        pool, val, test = _stratified_split(labels, sizes, self.seed)
+        return Pool(
+            name=name,
+            X=E[pool],
+            y=labels[pool],
+            X_val=E[val],
+            y_val=labels[val],
+            X_test=E[test],
+            y_test=labels[test],
+            n_classes=len(np.unique(labels)),
+            source=source,
+            embedding=f"EfficientNet-Lite0 {IMAGE_SIZE} px (1280-d)",
+        )
+
     def _scale(self, n):
         return max(60, n // 20) if self.small else n
 
@@ -428,54 +455,12 @@ class PoolBuilder:
             )
         if name == "textile":
             paths, labels, names = load_textile()
-            if self.small:
-                keep = np.sort(np.random.default_rng(self.seed).choice(len(paths), 300, False))
-                paths, labels = [paths[i] for i in keep], labels[keep]
-            E = cached_embeddings(
-                self.cache_dir,
-                f"textile_{'small' if self.small else 'full'}_img{IMAGE_SIZE}",
-                paths,
-                self.log,
-                self.threads,
-            )
-            pool, val, test = _stratified_split(labels, (1200, 400, 400), self.seed)
-            return Pool(
-                name=name,
-                X=E[pool],
-                y=labels[pool],
-                X_val=E[val],
-                y_val=labels[val],
-                X_test=E[test],
-                y_test=labels[test],
-                n_classes=len(names),
-                source="textile JPGs (PyPI conformal-clip-data, MIT): " + ", ".join(names),
-                embedding=f"EfficientNet-Lite0 {IMAGE_SIZE} px (1280-d)",
-            )
+            source = "textile JPGs (PyPI conformal-clip-data, MIT): " + ", ".join(names)
+            return self._labelled_pool(name, paths, labels, 300, (1200, 400, 400), source)
         if name == "digits":
             images, labels = load_digits_images()
-            if self.small:
-                keep = np.sort(np.random.default_rng(self.seed).choice(len(images), 400, False))
-                images, labels = images[keep], labels[keep]
-            E = cached_embeddings(
-                self.cache_dir,
-                f"digits_{'small' if self.small else 'full'}_img{IMAGE_SIZE}",
-                images,
-                self.log,
-                self.threads,
-            )
-            pool, val, test = _stratified_split(labels, (1000, 397, 400), self.seed)
-            return Pool(
-                name=name,
-                X=E[pool],
-                y=labels[pool],
-                X_val=E[val],
-                y_val=labels[val],
-                X_test=E[test],
-                y_test=labels[test],
-                n_classes=10,
-                source="handwritten digits 8x8 (bundled with scikit-learn, load_digits)",
-                embedding=f"EfficientNet-Lite0 {IMAGE_SIZE} px (1280-d)",
-            )
+            source = "handwritten digits 8x8 (bundled with scikit-learn, load_digits)"
+            return self._labelled_pool(name, images, labels, 400, (1000, 397, 400), source)
         raise ValueError(f"unknown pool {name!r}; choose from {list(POOLS)}")
 
 

@@ -714,6 +714,33 @@ def to_markdown(res):
             )
             cells.append(f"{100 * diff:+.2f}" + {"win": " ✓", "loss": " ✗"}.get(v, ""))
         lines.append(f"| {pool_name} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "## The chosen default against the best other method of each cell (test, linear probe)",
+        "",
+        "The best other method by mean test accuracy in each (pool, prune) cell, and the "
+        'difference default - best. ≈: within one std of either row ("at or above the best '
+        'peer within one std"); ✗: the best is ahead by more than one std.',
+        "",
+        "| pool | " + " | ".join(f"prune {p}%" for p in rates) + " |",
+        "|---" * (len(rates) + 1) + "|",
+    ]
+    for pool_name in res["pools"]:
+        cells = []
+        for p in rates:
+            others = [
+                m
+                for (pn, m, pr) in table
+                if pn == pool_name and pr == p and m not in ("random", chosen)
+            ]
+            if not others:
+                cells.append("-")
+                continue
+            best = max(others, key=lambda m: summarise(table[(pool_name, m, p)], "test")[0])
+            diff, v = verdict(table[(pool_name, chosen, p)], table[(pool_name, best, p)], "test")
+            mark = " ✗" if v == "loss" else " ≈" if v == "" else ""
+            cells.append(f"{100 * diff:+.2f}{mark} ({best})")
+        lines.append(f"| {pool_name} | " + " | ".join(cells) + " |")
     lines.append("")
     if res["cnn"]:
         lines += [
@@ -819,7 +846,16 @@ def main(argv=None):
     p.add_argument(
         "--install-data", action="store_true", help=f"run `{INSTALL_CMD}` if needed (root)"
     )
+    p.add_argument(
+        "--report", metavar="JSON", help="only rewrite quality.md/png from a results JSON"
+    )
     args = p.parse_args(argv)
+    if args.report:
+        with open(args.report) as f:
+            res = json.load(f)
+        paths = write_outputs(res, args.out or os.path.dirname(os.path.abspath(args.report)))
+        print("wrote " + ", ".join(paths.values()))
+        return 0
     if not P.fmnist_available():
         if not (args.install_data and P.install_fmnist()):
             print(
