@@ -414,29 +414,72 @@ def _init_worker():
     threadpool_limits(1)
 
 
-def run_jobs(jobs, cfg, log, selections=None):
-    """Runs ``(pool, method, prune, seed, with_cnn)`` jobs on ``cfg.processes`` forked workers."""
-    results = []
-    t0 = time.perf_counter()
-    if cfg.processes > 1 and len(jobs) > 1:
-        import multiprocessing as mp
+def _journal_path(cfg):
+    """Where finished runs are appended (one JSON line each), so an interrupted benchmark
+    resumes where it stopped; keyed by everything in the protocol that changes a run."""
+    import hashlib
 
-        with mp.get_context("fork").Pool(cfg.processes, initializer=_init_worker) as pool:
-            it = pool.imap_unordered(_job, jobs, chunksize=1)
-            for i, r in enumerate(it):
-                results.append(r)
-                if (i + 1) % 50 == 0:
-                    log(f"    {i + 1}/{len(jobs)} runs ({time.perf_counter() - t0:.0f}s)")
-    else:
-        _init_worker()
-        for job in jobs:
-            results.append(_job(job))
+    key = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("processes", "cache_dir")}
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return os.path.join(cfg.cache_dir, f"runs_{digest}.jsonl")
+
+
+def _load_journal(path):
+    done = {}
+    if os.path.isfile(path):
+        with open(path) as f:
+            for line in f:
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:  # a line cut by an interruption
+                    continue
+                done[tuple(rec["job"])] = rec["run"]
+    return done
+
+
+def run_jobs(jobs, cfg, log, selections=None):
+    """Runs ``(pool, method, prune, seed, with_cnn)`` jobs on ``cfg.processes`` forked workers.
+
+    Runs already in the journal (:func:`_journal_path`) are not run again (and give no entry in
+    ``selections``)."""
+    path = _journal_path(cfg)
+    done = _load_journal(path)
+    todo = [j for j in jobs if tuple(j) not in done]
+    if len(todo) < len(jobs):
+        log(f"    {len(jobs) - len(todo)} runs from the journal {os.path.relpath(path, ROOT)}")
+    results = [(j[0], j[1], j[2], done[tuple(j)], None) for j in jobs if tuple(j) in done]
+    t0 = time.perf_counter()
+    os.makedirs(cfg.cache_dir, exist_ok=True)
+    with open(path, "a") as journal:
+
+        def keep(job, r):
+            results.append(r)
+            journal.write(json.dumps({"job": list(job), "run": r[3]}) + "\n")
+            journal.flush()
+
+        if cfg.processes > 1 and len(todo) > 1:
+            import multiprocessing as mp
+
+            with mp.get_context("fork").Pool(cfg.processes, initializer=_init_worker) as pool:
+                it = pool.imap_unordered(_job_keyed, todo, chunksize=1)
+                for i, (job, r) in enumerate(it):
+                    keep(job, r)
+                    if (i + 1) % 50 == 0:
+                        log(f"    {i + 1}/{len(todo)} runs ({time.perf_counter() - t0:.0f}s)")
+        else:
+            _init_worker()
+            for job in todo:
+                keep(job, _job(job))
     out = []
     for pool_name, method, prune, run, idx in results:
-        if selections is not None:
+        if selections is not None and idx is not None:
             selections[(pool_name, method, prune, run["seed"])] = idx
         out.append((pool_name, method, prune, run))
     return out
+
+
+def _job_keyed(job):
+    return job, _job(job)
 
 
 def summarise(runs, key):
@@ -544,7 +587,7 @@ def run_benchmark(cfg, log=print, selections=None):
                 jobs += [(name, m, prune, s, False) for s in range(first, last)]
     log(f"stage 2: {len(jobs)} runs")
     for pool_name, m, prune, run in run_jobs(jobs, cfg, log, selections):
-        table[(pool_name, m, prune)].append(run)
+        table.setdefault((pool_name, m, prune), []).append(run)
     timings["stage2_s"] = time.perf_counter() - t2
     final_rank = {m: rank_key(table, m, pools=_screened(cfg)) for m in finalists}
     chosen = max(finalists, key=lambda m: final_rank[m])
@@ -640,6 +683,8 @@ def to_markdown(res):
     rates = cfg["prune_rates"]
     table = _table_of(res)
     chosen = res["chosen"]
+    screened = [p for p in res["pools"] if p not in STAGE2_ONLY_POOLS]
+    late = [p for p in res["pools"] if p in STAGE2_ONLY_POOLS]
     lines = [
         "# Coreset quality: does the selection beat random?",
         "",
@@ -651,14 +696,16 @@ def to_markdown(res):
         "## How the default was chosen (validation splits only)",
         "",
         f"Stage 1 ranked every method by (wins - losses against random, mean difference) over "
-        f"all {len(res['pools'])} pools x {len(rates)} prune rates, on the validation splits "
-        f"with {cfg['screen_seeds']} seeds. Candidates must scale to 1M x 512 in 2 minutes.",
+        f"{len(screened)} pools x {len(rates)} prune rates ({', '.join(screened)}), on the "
+        f"validation splits with {cfg['screen_seeds']} seeds"
+        + (f"; {', '.join(late)} entered at stage 2 (cost)" if late else "")
+        + ". Candidates must be zcore methods that select 100k of 1M x 512 within 2 minutes.",
         "",
         "| method | candidate | wins - losses (val) | mean diff vs random (val, points) |",
         "|---|---|---|---|",
     ]
     for m, (score, diff) in sorted(res["screening"].items(), key=lambda kv: kv[1], reverse=True):
-        cand = "yes" if m in SCALABLE else "no (cost)"
+        cand = "yes" if m in SCALABLE else "no"
         lines.append(f"| {m} | {cand} | {score:+d} | {100 * diff:+.2f} |")
     lines += [
         "",
@@ -699,8 +746,21 @@ def to_markdown(res):
             n = len(table[(pool_name, m, rates[0])])
             lines.append(f"| {name} ({n}) | " + " | ".join(cells) + " |")
         lines.append("")
-    # summary of the chosen default vs random on test
+    # the chosen default vs random on validation (what the choice saw) and on test
     lines += [
+        "## The chosen default against random on validation (what the choice saw)",
+        "",
+        "| pool | " + " | ".join(f"prune {p}%" for p in rates) + " |",
+        "|---" * (len(rates) + 1) + "|",
+    ]
+    for pool_name in res["pools"]:
+        cells = []
+        for p in rates:
+            diff, v = verdict(table[(pool_name, chosen, p)], table[(pool_name, "random", p)], "val")
+            cells.append(f"{100 * diff:+.2f}" + {"win": " ✓", "loss": " ✗"}.get(v, ""))
+        lines.append(f"| {pool_name} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
         "## The chosen default against random on test (linear probe)",
         "",
         "| pool | " + " | ".join(f"prune {p}%" for p in rates) + " |",

@@ -101,9 +101,7 @@ def main(argv=None):
     # the same number of samples drawn uniformly at random, for comparison
     rand = Counter(ds.take(len(coreset), seed=args.seed).values("ground_truth.label"))
     topk = Counter(
-        zcore.select_coreset(ds, fraction=args.fraction, method="topk").values(
-            "ground_truth.label"
-        )
+        zcore.select_coreset(ds, fraction=args.fraction, method="topk").values("ground_truth.label")
     )
     method = ds.get_run_info("coreset_auto").config
     dim = len(ds.first()["efficientnet_lite0_embeddings"])

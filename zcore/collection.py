@@ -500,7 +500,7 @@ def _default_method(samples, score_field, scores, embeddings, threshold, dedup_t
             warnings.warn(
                 f"select_coreset: no embeddings are recorded for {score_field!r}, so the highest "
                 f"scores are kept (method='topk'); pass embeddings=<vector field> to use the "
-                f"default method {DEFAULT_METHOD!r}, which beats random selection more often",
+                f"default method {DEFAULT_METHOD!r} (README: quality)",
                 stacklevel=3,
             )
         return topk
