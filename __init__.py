@@ -10,9 +10,18 @@ import os
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from .zcore import collection as zc
-from .zcore.core.scoring import default_n_samples
-from .zcore.panel import CoresetPanel, default_score_field, score_fields
+if __package__:  # loaded as the plugin package (FiftyOne's plugin registry)
+    from .zcore import collection as zc
+    from .zcore.core.scoring import default_n_samples
+    from .zcore.panel import CoresetPanel, default_score_field, score_fields
+else:
+    # imported as a plain file: pytest imports a package's __init__.py before its tests, and
+    # takes the checkout for a package because of this file; when the checkout's folder name is
+    # not a Python identifier (e.g. "ci-check") there is no parent package to import from, so
+    # use the zcore package beside this file (tests/conftest.py puts it on sys.path)
+    from zcore import collection as zc
+    from zcore.core.scoring import default_n_samples
+    from zcore.panel import CoresetPanel, default_score_field, score_fields
 
 _DEFAULTS = {
     "score_field": zc.DEFAULT_SCORE_FIELD,
