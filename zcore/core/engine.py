@@ -40,6 +40,21 @@ def integral_exponent(exp):
     return int(e) if e.is_integer() and 0 <= e <= MAX_INTEGRAL_EXP else None
 
 
+def power_by_squaring(x, e):
+    """``x ** e`` for a whole ``e >= 1`` by binary exponentiation: squarings of ``x`` from the
+    lowest bit of ``e`` up, multiplied into the result in that order. Only ``*`` is used, so it
+    serves numpy arrays and torch tensors alike with the same bits; ``e == 1`` returns ``x``."""
+    result = None
+    base = x
+    while True:
+        if e & 1:
+            result = base if result is None else result * base
+        e >>= 1
+        if not e:
+            return result
+        base = base * base
+
+
 def law_power(x, exp, out=None):
     """``x ** exp`` as the law computes it, elementwise on a float64 array.
 
@@ -55,15 +70,7 @@ def law_power(x, exp, out=None):
         return x**exp if out is None else np.power(x, exp, out=out)
     if e == 0:
         return np.ones_like(x) if out is None else _fill(out, 1.0)
-    result = None
-    base = x
-    while True:
-        if e & 1:
-            result = base if result is None else result * base
-        e >>= 1
-        if not e:
-            break
-        base = base * base
+    result = power_by_squaring(x, e)
     if out is None:
         return result if result is not x else x.copy()
     np.copyto(out, result)

@@ -39,7 +39,7 @@ GPU, to a quarter of its free memory if that is more), at most :data:`MAX_BATCH`
 
 import numpy as np
 
-from .engine import integral_exponent, law_power
+from .engine import integral_exponent, law_power, power_by_squaring
 
 #: Largest number of points per batch.
 MAX_BATCH = 1024
@@ -288,16 +288,7 @@ def law_power_torch(x, exp):
         raise ValueError(f"law_power_torch needs a whole exponent, not {exp!r}")
     if e == 0:
         return x.new_ones(x.shape)
-    result = None
-    base = x
-    while True:
-        if e & 1:
-            result = base if result is None else result * base
-        e >>= 1
-        if not e:
-            break
-        base = base * base
-    return result
+    return power_by_squaring(x, e)
 
 
 #: Block size of numpy's pairwise summation (``PW_BLOCKSIZE``), and its unrolling.
