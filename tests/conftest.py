@@ -37,9 +37,29 @@ os.environ.setdefault("FIFTYONE_SHOW_PROGRESS_BARS", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("FIFTYONE_ALLOW_LEGACY_ORCHESTRATORS", "true")
 
+import time  # noqa: E402
+
 import pytest  # noqa: E402
 
 PLUGIN_NAME = "@zcore/zcore"
+
+
+def process_gone(pid):
+    """Whether process ``pid`` has exited (gone, or a zombie waiting for its parent)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1].startswith("Z")
+    except FileNotFoundError:
+        return True
+
+
+def wait_gone(pids, guard_s=120):
+    """Waits until every pid is gone; returns those still running after ``guard_s`` (a guard
+    against hanging, not a timing check)."""
+    deadline = time.monotonic() + guard_s
+    while any(not process_gone(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return [p for p in pids if not process_gone(p)]
 
 
 def pytest_sessionstart(session):

@@ -12,9 +12,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
+from conftest import process_gone, wait_gone
 
 from zcore import testing_db
 
@@ -114,14 +114,6 @@ def test_verify_names_the_server_fiftyone_is_connected_to(decoy, tmp_path):
     assert str(decoy.port) in out.stdout and f"pid {decoy.proc.pid}" in out.stdout
 
 
-def _gone(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1].startswith("Z")
-    except FileNotFoundError:
-        return True
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_private_mongod_dies_with_a_killed_parent(tmp_path):
     code = (
@@ -135,10 +127,7 @@ def test_private_mongod_dies_with_a_killed_parent(tmp_path):
         [sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True
     )
     pid = int(parent.stdout.readline())
-    assert not _gone(pid)
+    assert not process_gone(pid)
     parent.send_signal(signal.SIGKILL)
     parent.wait()
-    deadline = time.monotonic() + 120  # a guard against hanging, not a timing check
-    while not _gone(pid) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert _gone(pid), f"mongod {pid} outlived its SIGKILLed parent"
+    assert wait_gone([pid]) == [], f"mongod {pid} outlived its SIGKILLed parent"

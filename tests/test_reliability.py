@@ -6,13 +6,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import warnings
 
 import fiftyone as fo
 import fiftyone.operators as foo
 import numpy as np
 import pytest
+from conftest import process_gone, wait_gone
 from fiftyone.operators.executor import ExecutionError
 
 import zcore
@@ -71,21 +71,6 @@ class Child:
     def finish(self):
         out, err = self.proc.communicate()
         return self.proc.returncode, out, err
-
-
-def _gone(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1].startswith("Z")
-    except FileNotFoundError:
-        return True
-
-
-def _wait_gone(pids, guard_s=120):
-    deadline = time.monotonic() + guard_s  # against hanging only; not a timing check
-    while any(not _gone(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    return [p for p in pids if not _gone(p)]
 
 
 @pytest.fixture
@@ -225,11 +210,11 @@ def test_workers_die_with_a_killed_parent(make_dataset):
         engine="numpy",
     )
     pid, kids = child.wait_blocked()
-    workers = [k for k in kids if not _gone(k)]
+    workers = [k for k in kids if not process_gone(k)]
     assert workers, "no worker processes were running"
     os.kill(pid, signal.SIGKILL)
     child.finish()
-    assert _wait_gone(workers) == []
+    assert wait_gone(workers) == []
 
 
 def test_num_workers_is_capped_to_usable_cpus():
