@@ -198,10 +198,18 @@ def _project(X, rng):
     return out
 
 
-def _means(X, labels, k):
-    """Mean row of every cluster ``0..k-1`` (float32; an empty cluster's mean is 0)."""
+def _means(X, labels, k, chunk=65_536):
+    """Mean row of every cluster ``0..k-1`` (float32; an empty cluster's mean is 0). Sums in
+    float64 as sparse one-hot products over chunks of rows (``np.add.at`` is ~15x slower)."""
+    from scipy import sparse
+
     sums = np.zeros((k, X.shape[1]), dtype=np.float64)
-    np.add.at(sums, labels, X)
+    for start in range(0, len(X), chunk):
+        lab = labels[start : start + chunk]
+        onehot = sparse.csr_matrix(
+            (np.ones(len(lab)), (lab, np.arange(len(lab)))), shape=(k, len(lab))
+        )
+        sums += onehot @ X[start : start + chunk].astype(np.float64)
     counts = np.bincount(labels, minlength=k)[:, None]
     return (sums / np.maximum(counts, 1)).astype(np.float32)
 
