@@ -66,7 +66,6 @@ FMNIST_DIR = P.FMNIST_DIR
 INSTALL_CMD = P.INSTALL_CMD
 
 PRUNE_RATES = (70, 80, 90, 95)
-LEARNERS = ("linear_probe", "cnn")
 PIXEL_MEAN, PIXEL_STD = 0.2860, 0.3530  # Fashion-MNIST training-set statistics
 KMEANS_BUDGET = "budget"  # n_clusters rule of cluster_balanced: one cluster per kept sample
 
@@ -213,8 +212,8 @@ def n_keep(n, prune):
 class PoolContext:
     """A pool and what its methods share: ZCore scores per seed, a kNN graph, Brain scores."""
 
-    def __init__(self, pool, cfg, log):
-        self.pool, self.cfg, self.log = pool, cfg, log
+    def __init__(self, pool, cfg):
+        self.pool, self.cfg = pool, cfg
         self._graph = None
         self._brain = None
         self._tag = ("small_" if cfg.quick else "") + pool.name
@@ -528,7 +527,7 @@ def run_benchmark(cfg, log=print, selections=None):
     _CTX.clear()
     for name in cfg.pools:
         pool = builder.build(name)
-        ctx = PoolContext(pool, cfg, log)
+        ctx = PoolContext(pool, cfg)
         _CTX[name] = ctx
         log(f"pool {name}: {pool.describe()}")
     # shared, seed-independent and per-seed caches are computed before forking
