@@ -79,8 +79,11 @@ class Lock:
 
     def release(self):
         if self.ids:
-            _collection().delete_many({"_id": {"$in": self.ids}, "token": self.token})
-            self.ids = []
+            # a SIGINT/SIGTERM arriving now (e.g. a second Ctrl-C while an interrupted run cleans
+            # up) is held back until the lock is gone, so it cannot leave the lock behind
+            with deferred_interrupts():
+                _collection().delete_many({"_id": {"$in": self.ids}, "token": self.token})
+                self.ids = []
 
     @property
     def tmp_prefix(self):

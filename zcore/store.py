@@ -333,7 +333,8 @@ def write_columns(
             e.zcore_written = True
         raise
     finally:
-        tmp.drop()
+        with deferred_interrupts():  # a late signal must not leave the temporary behind
+            tmp.drop()
     report(total, force=True)
 
 
