@@ -6,22 +6,40 @@ calls), build their forms, and call the FiftyOne layer in ``zcore/``.
 
 import importlib.util
 import os
+import sys
 
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-if __package__:  # loaded as the plugin package (FiftyOne's plugin registry)
-    from .zcore import collection as zc
-    from .zcore.core.scoring import default_n_samples
-    from .zcore.panel import CoresetPanel, default_score_field, score_fields
-else:
-    # imported as a plain file: pytest imports a package's __init__.py before its tests, and
-    # takes the checkout for a package because of this file; when the checkout's folder name is
-    # not a Python identifier (e.g. "ci-check") there is no parent package to import from, so
-    # use the zcore package beside this file (tests/conftest.py puts it on sys.path)
-    from zcore import collection as zc
-    from zcore.core.scoring import default_n_samples
-    from zcore.panel import CoresetPanel, default_score_field, score_fields
+
+def _zcore_package():
+    """This plugin's ``zcore`` package, imported under one name (``zcore``) however the plugin
+    itself is loaded: FiftyOne's registry imports this file under a package name of its own (the
+    plugin's folder), pytest as a plain module. Importing ``.zcore`` relatively would make a second
+    copy of every module, with its own classes and registries, beside the ``zcore`` that Python
+    callers import."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    mine = os.path.join(here, "zcore")
+    loaded = sys.modules.get("zcore")
+    if loaded is None:
+        if here not in sys.path:
+            sys.path.insert(0, here)
+        import zcore as loaded
+    found = os.path.dirname(os.path.realpath(loaded.__file__))
+    if found != os.path.realpath(mine):
+        raise ImportError(
+            f"the zcore plugin at {here} found another 'zcore' package at {found}; uninstall it "
+            f"(pip uninstall zcore) or install this one (pip install -e {here})"
+        )
+    return loaded
+
+
+_zcore_package()
+
+from zcore import collection as zc  # noqa: E402
+from zcore.core.registry import DEFAULT_METHOD, app_methods, get_spec  # noqa: E402
+from zcore.core.scoring import default_n_samples  # noqa: E402
+from zcore.panel import CoresetPanel, default_score_field, score_fields  # noqa: E402
 
 _DEFAULTS = {
     "score_field": zc.DEFAULT_SCORE_FIELD,
@@ -356,7 +374,7 @@ class SelectCoreset(foo.Operator):
                 "threshold": 0.5,
             },
         )
-        if method in ("topk", "auto") and ctx.params.get("dedup_threshold") is None:
+        if method in ("topk", DEFAULT_METHOD) and ctx.params.get("dedup_threshold") is None:
             try:
                 n_keep = zc.select_coreset(
                     view, score_field=score_field, method="topk", **kwargs
@@ -645,88 +663,57 @@ def _size_inputs(ctx, inputs, n):
         inputs.float("threshold", label="Keep scores >=", default=0.5)
 
 
-_METHOD_CHOICES = (
-    (
-        "auto",
-        "Default (benchmarked)",
-        "cluster_balanced with its defaults, chosen on validation splits of labelled pools. "
-        "Random selection is as good when pruning 70-80% and on imbalanced data, and was "
-        "better on a 50,000-sample pool pruned to 5-10% (README: quality)",
-    ),
-    (
-        "topk",
-        "Top scores",
-        "The highest scores (the original ZCore selection); loses to random at 80-95% pruning "
-        "on the quality benchmark",
-    ),
-    (
-        "cluster_balanced",
-        "Cluster-balanced",
-        "k-means clusters and a quota per cluster: the best scores inside each, or the most "
-        "typical samples when keeping under 15% (with its default options this is 'Default')",
-    ),
-    (
-        "stratified",
-        "Score-stratified (CCS)",
-        "Equal-width score strata, the budget spread evenly over them",
-    ),
-    (
-        "hierarchical_kmeans",
-        "Hierarchical k-means",
-        "Balanced sampling over multi-level k-means clusters (concepts)",
-    ),
-    ("target", "Near a target (SimCore)", "The samples most similar to a saved view"),
-)
-_METHODS_NEEDING_EMBEDDINGS = ("auto", "cluster_balanced", "hierarchical_kmeans", "target")
+def _option_input(inputs, option):
+    """One form input for a method's :class:`~zcore.core.registry.Option` (its label, help,
+    bounds, choices and default come from the spec)."""
+    label = option.label or option.name
+    if option.kind == "choice":
+        inputs.enum(
+            option.name,
+            list(option.choices),
+            default=option.default,
+            label=label,
+            description=option.help,
+        )
+    elif option.kind == "int":  # an int, or empty for the automatic default
+        inputs.int(
+            option.name,
+            label=label,
+            description=option.help,
+            required=False,
+            min=option.minimum,
+        )
+    else:
+        inputs.float(
+            option.name,
+            label=label,
+            description=option.help,
+            default=option.default,
+            min=option.minimum,
+            max=option.maximum,
+        )
 
 
 def _method_inputs(ctx, inputs, view):
-    """Method choice and its key options; returns the chosen method."""
+    """Method choice and its options (from the method registry); returns the chosen method."""
+    specs = app_methods()
     method_view = types.DropdownView()
-    for key, label, description in _METHOD_CHOICES:
-        method_view.add_choice(key, label=label, description=description)
-    keys = [c[0] for c in _METHOD_CHOICES]
-    inputs.enum("method", keys, default="auto", label="Method", view=method_view)
+    for spec in specs:
+        method_view.add_choice(spec.name, label=spec.label, description=spec.help)
+    names = [spec.name for spec in specs]
+    inputs.enum("method", names, default=DEFAULT_METHOD, label="Method", view=method_view)
     p = ctx.params
-    method = p.get("method") or "auto"
-    if method == "cluster_balanced":
-        inputs.view(
-            "auto_rule",
-            types.Notice(
-                label="Auto (the benchmarked default): keeping at least 15% of the samples, "
-                "the highest scores in round(sqrt(K)) clusters with proportional quotas; keeping "
-                "less, one cluster per kept sample (up to 1,000) and the samples closest to the "
-                "centroids"
-            ),
-        )
-        inputs.int(
-            "n_clusters",
-            label="Clusters (k)",
-            description="Empty: automatic (see above)",
-            required=False,
-            min=1,
-        )
-        inputs.enum("quota", ["auto", "proportional", "equal"], default="auto", label="Quota")
-        inputs.enum(
-            "keep",
-            ["auto", "high", "low", "random", "closest"],
-            default="auto",
-            label="Inside a cluster keep",
-        )
-    elif method == "stratified":
-        inputs.float("beta", label="Drop this fraction first", default=0.0, min=0.0, max=1.0)
-        inputs.enum("drop", ["low", "high"], default="low", label="Drop which end of the scores")
-    elif method == "hierarchical_kmeans":
-        inputs.enum(
-            "inside", ["random", "closest", "score"], default="random", label="Inside a leaf"
-        )
-    elif method == "target":
+    method = p.get("method") or DEFAULT_METHOD
+    spec = get_spec(method)
+    for option in spec.options:
+        if option.form:
+            _option_input(inputs, option)
+    if method == "target":
         names = view._root_dataset.list_saved_views()
         if names:
             inputs.enum("target_view", names, label="Target (a saved view)", required=True)
         else:
             inputs.view("no_target", types.Warning(label="Save a view of the target samples first"))
-    needs_embeddings = method in _METHODS_NEEDING_EMBEDDINGS
     inputs.float(
         "dedup_threshold",
         label="Remove near-duplicates first (distance)",
@@ -736,7 +723,7 @@ def _method_inputs(ctx, inputs, view):
         min=0.0,
         max=2.0,
     )
-    if needs_embeddings or p.get("dedup_threshold") is not None:
+    if spec.needs_embeddings or p.get("dedup_threshold") is not None:
         fields = _vector_fields(view)
         if fields:
             recorded = zc.recorded_embeddings(view, p.get("score_field") or zc.DEFAULT_SCORE_FIELD)
@@ -746,7 +733,7 @@ def _method_inputs(ctx, inputs, view):
                 default=recorded if recorded in fields else fields[0],
                 label="Embeddings field",
                 description="Default: the field the scores were computed from",
-                required=method != "auto",
+                required=method != DEFAULT_METHOD,
             )
         else:
             inputs.view("no_vectors", types.Error(label="This method needs a vector field"))
@@ -763,28 +750,18 @@ def _method_inputs(ctx, inputs, view):
     return method
 
 
-_METHOD_OPTIONS = {
-    "auto": {},
-    "cluster_balanced": {"n_clusters": None, "quota": "auto", "keep": "auto"},
-    "stratified": {"beta": 0.0, "drop": "low"},
-    "hierarchical_kmeans": {"inside": "random"},
-    "target": {},
-    "topk": {},
-}
-
-
 def _method_kwargs(ctx, params):
     """select_coreset keyword arguments of the method part of the form (defaults applied)."""
-    method = params.get("method") or "auto"
+    method = params.get("method") or DEFAULT_METHOD
     dedup = params.get("dedup_threshold")
     if method == "topk" and dedup is None:
         return {"method": "topk"}
     kw = {"method": method, "overwrite": bool(params.get("overwrite", False))}
-    if method == "auto":  # select_coreset's default: finds the recorded embeddings itself
+    if method == DEFAULT_METHOD:  # select_coreset's default: finds the recorded embeddings itself
         kw["method"] = None
-    for name, default in _METHOD_OPTIONS.get(method, {}).items():
+    for name, default in get_spec(method).defaults().items():
         value = params.get(name, default)
-        if value is not None:
+        if value is not None and value != "":
             kw[name] = value
     for name in ("embeddings", "seed", "run_key", "dedup_threshold"):
         if params.get(name) is not None and params.get(name) != "":

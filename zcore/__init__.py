@@ -10,8 +10,8 @@ select_coreset(samples, ...)
     A view of the top-scoring samples.
 """
 
+from .core.budget import select_top_indices
 from .core.scoring import zcore_scores
-from .core.selection import select_top_indices
 
 __all__ = ["zcore_scores", "select_top_indices", "compute_zcore", "select_coreset"]
 

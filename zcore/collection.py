@@ -23,8 +23,8 @@ import numpy as np
 from fiftyone import ViewField as F
 
 from . import lock, store
+from .core.budget import as_scores, resolve_size, select_top_indices, top_order
 from .core.scoring import _score_components, combine_components, default_n_samples
-from .core.selection import resolve_size
 from .core.validation import check_embeddings, check_int, check_seed
 
 DEFAULT_SCORE_FIELD = "zcore_score"
@@ -364,12 +364,12 @@ def select_coreset(
     Method arguments:
 
     method : str or None, default=None
-        ``None`` (the default, see above), ``"auto"``, ``"topk"``, ``"cluster_balanced"``,
-        ``"stratified"``, ``"hierarchical_kmeans"``, ``"target"``, ``"typiclust"``,
-        ``"semdedup"`` or ``"prototypicality"``.
+        ``None`` (the default, see above) or a registered method:
+        ``zcore.core.registry.method_names()``; ``get_spec(name)`` says what it needs and
+        accepts, each option with its help and default.
     embeddings : str or list of str
-        Vector field(s); needed by every method but ``topk``/``stratified`` and by
-        ``dedup_threshold``.
+        Vector field(s); needed by every method whose spec ``needs_embeddings`` (all but
+        ``topk`` and ``stratified``) and by ``dedup_threshold``.
     target : SampleCollection, default=None
         For ``method="target"`` (SimCore): the samples the coreset should resemble; their
         embeddings are read from ``target_embeddings`` (default: the ``embeddings`` field).
@@ -443,24 +443,15 @@ def select_coreset(
         field = _check_existing_score_field(
             sample_collection, _Level(sample_collection).resolve(score_field)
         )
-        values = np.array(
-            [np.nan if v is None else v for v in sample_collection.values(field)], dtype=np.float64
-        )
+        values = as_scores(sample_collection.values(field))
         n_keep = resolve_size(values, size=size, fraction=fraction, threshold=threshold)
         scored = sample_collection.exists(field)
         if threshold is not None:
             scored = scored.match(F(field) >= float(threshold))
         return scored.sort_by([(field, -1), ("_id", 1)]).limit(n_keep)
 
-    from .core.selection import select_top_indices
-
     ids = sample_collection.values("id")
-    scores = np.asarray([np.nan if v is None else v for v in scores], dtype=np.float64)
-    if scores.shape != (len(ids),):
-        raise ValueError(
-            f"scores has shape {scores.shape}; expected ({len(ids)},), one per sample of the "
-            "collection in order"
-        )
+    scores = as_scores(scores, n=len(ids))
     idx = select_top_indices(scores, size=size, fraction=fraction, threshold=threshold)
     return sample_collection.select([ids[i] for i in idx], ordered=True)
 
@@ -532,7 +523,8 @@ def _select_with_method(
     from .core import methods as M
 
     t0 = time.perf_counter()
-    M.get_method(method)  # unknown names fail first, with the list of valid ones
+    spec = M.get_spec(method)  # unknown names fail first, with the list of valid ones
+    options = spec.check_options(options)  # and unknown or invalid options, before any read
     run_key = f"coreset_{method}" if run_key is None else run_key
     _check_run_key(samples, run_key, overwrite or replace_run)
     if (
@@ -558,29 +550,24 @@ def _select_with_method(
 
     # scores: given, read from score_field, or none (methods that can do without)
     if scores is not None:
-        s_all = np.asarray([np.nan if v is None else v for v in scores], dtype=np.float64)
-        if s_all.shape != (len(all_ids),):
-            raise ValueError(
-                f"scores has shape {s_all.shape}; expected ({len(all_ids)},), one per sample of "
-                "the collection in order"
-            )
+        s_all = as_scores(scores, n=len(all_ids))
         scores_from = "<array>"
     elif score_field in samples.get_field_schema(flat=True) or (
         level.resolve(score_field) in samples.get_field_schema(flat=True)
     ):
         field = _check_existing_score_field(samples, level.resolve(score_field))
-        s_all = np.array([np.nan if v is None else v for v in level.read(field)], dtype=np.float64)
+        s_all = as_scores(level.read(field))
         scores_from = field
-    elif M.needs_scores(method, options):
+    elif spec.needs_scores(options):
         _check_existing_score_field(samples, level.resolve(score_field))  # raises: not found
     else:
         s_all, scores_from = None, None
 
-    needs_emb = method not in M.SCORE_ONLY_METHODS or dedup_threshold is not None
+    needs_emb = spec.needs_embeddings or dedup_threshold is not None
     if needs_emb and embeddings is None:
         raise ValueError(
             f"method {method!r}"
-            + (" with dedup_threshold" if method in M.SCORE_ONLY_METHODS else "")
+            + ("" if spec.needs_embeddings else " with dedup_threshold")
             + " needs embeddings=<vector field name>"
         )
     if method == "target" and target is None and target_embeddings is None:
@@ -619,19 +606,16 @@ def _select_with_method(
             )
         kw["target_embeddings"] = T
 
-    dups = None
-    cand = np.arange(len(ids))
-    if dedup_threshold is not None:
-        dups = M.near_duplicates(X, dedup_threshold, scores=s)
-        cand = dups.keep
-    idx = M.get_method(method)(
-        None if s is None else s[cand],
-        None if X is None else X[cand],
+    idx, dups = M.select(
+        method,
         n_keep,
+        scores=s,
+        embeddings=X,
         seed=seed,
+        dedup_threshold=dedup_threshold,
+        return_duplicates=True,
         **kw,
     )
-    idx = cand[idx]
     kept_ids = [ids[i] for i in idx]
     view = samples.select(kept_ids, ordered=True)
 
@@ -868,11 +852,9 @@ def _select_frames(samples, field, size, fraction, threshold):
     if level.get_field(name) is None:
         raise ValueError(f"frame field {field!r} not found; run compute_zcore first")
     ids = level.ids()
-    values = np.array([np.nan if v is None else v for v in level.read(field)], dtype=np.float64)
+    values = as_scores(level.read(field))
     n_keep = resolve_size(values, size=size, fraction=fraction, threshold=threshold)
-    scored = [i for i in range(len(ids)) if not np.isnan(values[i])]
-    scored.sort(key=lambda i: (-values[i], ids[i]))
-    keep = [ObjectId(ids[i]) for i in scored[:n_keep]]
+    keep = [ObjectId(ids[i]) for i in top_order(values, ties=ids)[:n_keep]]
     return samples.match_frames(F("_id").is_in(keep))
 
 

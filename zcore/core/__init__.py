@@ -3,7 +3,7 @@
 Nothing in this package imports FiftyOne; everything here works on plain arrays.
 """
 
+from .budget import select_top_indices
 from .scoring import zcore_scores
-from .selection import select_top_indices
 
 __all__ = ["zcore_scores", "select_top_indices"]

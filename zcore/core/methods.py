@@ -8,7 +8,7 @@ never selected) or ``None`` for methods that do not need it; ``embeddings`` an `
 them) and for ``target`` when its stopping rule fires first (documented there). All randomness
 comes from ``seed`` (an int, ``None`` or a ``numpy.random.Generator``).
 
-Methods (:data:`_METHODS`):
+Methods (each registered with its spec, :mod:`zcore.core.registry`):
 
 - ``auto``: the documented default, :data:`AUTO` (chosen by the quality benchmark's protocol on
   validation splits; see the README's quality section);
@@ -34,8 +34,9 @@ import warnings
 
 import numpy as np
 
-from . import selection
-from .validation import check_float, check_int
+from . import budget
+from .registry import DEFAULT_METHOD, Option, alias, get_spec, method
+from .validation import check_float, check_int, check_seed
 
 _KMEANS_EXACT_MAX = 20_000  # above this many rows, MiniBatchKMeans fitted on a subsample
 _KMEANS_EXACT_MAX_K = 100  # ... or above this many clusters (exact Lloyd costs N k D per step)
@@ -47,11 +48,7 @@ _KMEANS_FIT_MAX = 200_000  # ... at most this many
 
 
 def _rng(seed):
-    if isinstance(seed, np.random.Generator):
-        return seed
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
-        raise ValueError(f"seed must be an int, None or a numpy Generator; got {seed!r}")
-    return np.random.default_rng(seed)
+    return check_seed(seed)
 
 
 def _child_seed(rng):
@@ -63,7 +60,7 @@ def _as_scores(scores, n=None, required=False, method=""):
         if required:
             raise ValueError(f"method {method!r} needs scores (e.g. ZCore scores); got None")
         return None
-    s = selection._as_scores(scores)
+    s = budget.as_scores(scores)
     if n is not None and len(s) != n:
         raise ValueError(f"scores has {len(s)} entries but embeddings has {n} rows")
     if np.isinf(s).any():
@@ -276,17 +273,25 @@ def _groups(labels):
 # --- methods ------------------------------------------------------------------------------------
 
 
+@method(
+    label="Top scores",
+    help="The highest scores (the original ZCore selection); loses to random at 80-95% pruning "
+    "on the quality benchmark",
+    needs_embeddings=False,
+    scores="required",
+    ordered=True,
+    options=(
+        Option("keep", "choice", "keep the highest or the lowest scores", choices=("high", "low")),
+    ),
+)
 def topk(scores, embeddings, n_keep, *, seed=None, keep="high"):
     """The ``n_keep`` highest (``keep="low"``: lowest) scores, best first; ties -> lower index.
 
     Deterministic (``seed`` is accepted and unused). ``embeddings`` is ignored.
     """
     s = _as_scores(scores, required=True, method="topk")
-    _check_choice(keep, "keep", ("high", "low"))
-    cand = np.flatnonzero(~np.isnan(s))
-    n_keep = _check_n_keep(n_keep, cand.size)
-    key = -s[cand] if keep == "high" else s[cand]
-    return cand[np.lexsort((cand, key))][:n_keep].astype(np.int64)
+    n_keep = _check_n_keep(n_keep, int(np.count_nonzero(~np.isnan(s))))
+    return budget.top_order(s, keep=keep)[:n_keep]
 
 
 BUDGET_FRACTION = 0.15  # cluster_balanced "auto": below this kept fraction, prototype mode
@@ -334,6 +339,59 @@ def default_n_clusters(n_eligible, n_keep, rule="auto", budget_fraction=BUDGET_F
     return int(min(n_eligible, k))
 
 
+_N_CLUSTERS_HELP = (
+    "Number of clusters. Empty: automatic, which depends on how much you keep: keeping at least "
+    "15% of the samples, about the square root of the number kept; keeping less, one cluster per "
+    "kept sample (up to 1,000)"
+)
+
+
+@method(
+    label="Cluster-balanced",
+    help="k-means clusters and a quota per cluster: the best scores inside each, or the most "
+    "typical samples when keeping under 15% (with its default options this is 'Default')",
+    needs_embeddings=True,
+    scores="optional",
+    needs_scores_if=lambda o: o.get("keep", "auto") not in ("random", "closest"),
+    options=(
+        Option(
+            "n_clusters",
+            "int",
+            _N_CLUSTERS_HELP,
+            label="Clusters (k)",
+            choices=_N_CLUSTERS_RULES,
+            minimum=1,
+            allow_none=True,
+            form=True,
+        ),
+        Option(
+            "quota",
+            "choice",
+            "How the budget is shared: equally per cluster, or proportionally to cluster sizes. "
+            "auto: equal when keeping under 15%, else proportional",
+            label="Quota per cluster",
+            choices=("auto", "equal", "proportional"),
+            form=True,
+        ),
+        Option(
+            "keep",
+            "choice",
+            "Inside a cluster: the highest scores, the lowest, at random, or the samples closest "
+            "to its centre (the most typical). auto: closest when keeping under 15%, else high",
+            label="Inside a cluster keep",
+            choices=("auto", "high", "low", "random", "closest"),
+            form=True,
+        ),
+        Option("labels", "array", "precomputed cluster labels (skips k-means)"),
+        Option(
+            "budget_fraction",
+            "float",
+            "kept fraction below which the budget is small (what the auto options switch on)",
+            minimum=0.0,
+            maximum=1.0,
+        ),
+    ),
+)
 def cluster_balanced(
     scores,
     embeddings,
@@ -411,14 +469,8 @@ def cluster_balanced(
         X = _as_embeddings(embeddings, required=True, method="cluster_balanced")
         if s is not None and len(s) != len(X):
             raise ValueError(f"scores has {len(s)} entries but embeddings has {len(X)} rows")
-    _check_choice(quota, "quota", ("auto", "equal", "proportional"))
-    _check_choice(keep, "keep", ("auto", "high", "low", "random", "closest"))
-    budget_fraction = check_float(budget_fraction, "budget_fraction", min_value=0, max_value=1)
     rule = "auto" if n_clusters is None else n_clusters
-    if isinstance(rule, str):
-        _check_choice(rule, "n_clusters", _N_CLUSTERS_RULES)
-    else:
-        check_int(rule, "n_clusters", min_value=1)
+    if not isinstance(rule, str):
         rule = None
     rng = _rng(seed)
     n = len(X) if X is not None else len(np.asarray(labels))
@@ -467,6 +519,32 @@ def cluster_balanced(
     return np.sort(np.concatenate(picked)).astype(np.int64)
 
 
+@method(
+    label="Score-stratified (CCS)",
+    help="Equal-width score strata, the budget spread evenly over them",
+    needs_embeddings=False,
+    scores="required",
+    options=(
+        Option(
+            "beta",
+            "float",
+            "Fraction of the samples dropped first, at one end of the scores",
+            label="Drop this fraction first",
+            minimum=0.0,
+            maximum=1.0,
+            form=True,
+        ),
+        Option(
+            "drop",
+            "choice",
+            "Which end of the scores the first cut drops",
+            label="Drop which end of the scores",
+            choices=("low", "high"),
+            form=True,
+        ),
+        Option("n_strata", "int", "number of equal-width score strata", minimum=1),
+    ),
+)
 def stratified(
     scores,
     embeddings,
@@ -491,9 +569,6 @@ def stratified(
     ``embeddings`` is ignored. Equal scores everywhere give one stratum (uniform sampling).
     """
     s = _as_scores(scores, required=True, method="stratified")
-    beta = check_float(beta, "beta", min_value=0.0, max_value=1.0)
-    _check_choice(drop, "drop", ("low", "high"))
-    n_strata = check_int(n_strata, "n_strata", min_value=1)
     rng = _rng(seed)
     cand = np.flatnonzero(~np.isnan(s))
     n_keep = _check_n_keep(n_keep, cand.size)
@@ -564,6 +639,27 @@ def _resampled_kmeans(X, k, steps, resample_size, rng):
     return labels, centers
 
 
+@method(
+    label="Hierarchical k-means",
+    help="Balanced sampling over multi-level k-means clusters (concepts)",
+    needs_embeddings=True,
+    scores="optional",
+    needs_scores_if=lambda o: o.get("inside") == "score",
+    options=(
+        Option("levels", "ints", "clusters per level, finest first", minimum=1),
+        Option("resample_steps", "int", "resampling-clustering steps per level", minimum=0),
+        Option("resample_size", "int", "points re-fitted per centroid", minimum=1),
+        Option(
+            "inside",
+            "choice",
+            "Inside a leaf cluster: samples at random, the closest to its centre, or the highest "
+            "scores",
+            label="Inside a leaf",
+            choices=("random", "closest", "score"),
+            form=True,
+        ),
+    ),
+)
 def hierarchical_kmeans(
     scores,
     embeddings,
@@ -600,23 +696,18 @@ def hierarchical_kmeans(
     X = _as_embeddings(embeddings, required=True, method="hierarchical_kmeans")
     if s is not None and len(s) != len(X):
         raise ValueError(f"scores has {len(s)} entries but embeddings has {len(X)} rows")
-    _check_choice(inside, "inside", ("random", "closest", "score"))
     if inside == "score" and s is None:
         raise ValueError("inside='score' needs scores")
-    resample_steps = check_int(resample_steps, "resample_steps", min_value=0)
     rng = _rng(seed)
     cand = _eligible(s, X)
     n_keep = _check_n_keep(n_keep, cand.size)
     if n_keep == 0:
         return np.empty(0, dtype=np.int64)
     Xc = _rows(X, cand)
-    levels = default_hierarchy(len(Xc)) if levels is None else tuple(levels)
-    if not levels:
-        raise ValueError("levels must name at least one level")
+    levels = default_hierarchy(len(Xc)) if levels is None else levels
     # parents[l][i]: cluster at level l+1 of the cluster i of level l (level 0 = the samples)
     parents, points, leaf_centers = [], Xc, None
     for k in levels:
-        k = check_int(k, "levels", min_value=1)
         if len(points) <= 1:
             break
         rs = resample_size
@@ -664,6 +755,23 @@ def _inside_keep(inside):
     return "high" if inside == "score" else "random"
 
 
+@method(
+    label="Near a target (SimCore)",
+    help="The samples most similar to a saved view",
+    needs_embeddings=True,
+    scores="unused",
+    options=(
+        Option("target_embeddings", "array", "(M, D) embeddings of the target samples"),
+        Option("n_centroids", "int", "k-means centroids of the target", minimum=1),
+        Option(
+            "min_similarity",
+            "float",
+            "stop when a round's mean cosine similarity falls below this",
+            minimum=-1.0,
+            maximum=1.0,
+        ),
+    ),
+)
 def target(
     scores,
     embeddings,
@@ -697,19 +805,13 @@ def target(
         )
     if s is not None and len(s) != len(X):
         raise ValueError(f"scores has {len(s)} entries but embeddings has {len(X)} rows")
-    if min_similarity is not None:
-        min_similarity = check_float(min_similarity, "min_similarity", min_value=-1, max_value=1)
     rng = _rng(seed)
     cand = _eligible(s, X)
     n_keep = _check_n_keep(n_keep, cand.size)
     if n_keep == 0:
         return np.empty(0, dtype=np.int64)
     Tn = l2_normalize(T)
-    k = (
-        min(100, len(T))
-        if n_centroids is None
-        else check_int(n_centroids, "n_centroids", min_value=1)
-    )
+    k = min(100, len(T)) if n_centroids is None else n_centroids
     _, centers = kmeans(Tn, k, seed=rng)
     centers = l2_normalize(centers)
     Xn = l2_normalize(_rows(X, cand))
@@ -833,68 +935,30 @@ def near_duplicates(embeddings, threshold, *, scores=None, chunk=2048):
 #: ``cluster_balanced`` with its own defaults: ZCore's highest scores inside round(sqrt(K))
 #: k-means clusters when keeping >= 15 % of the samples, one prototype per cluster below.
 AUTO = {"method": "cluster_balanced", "options": {}}
-DEFAULT_METHOD = "auto"
 
-
-def auto(scores, embeddings, n_keep, *, seed=None):
-    """The documented default selection (:data:`AUTO`): see the README's quality section for
-    what it is, how it was chosen and where random selection is as good."""
-    return get_method(AUTO["method"])(scores, embeddings, n_keep, seed=seed, **AUTO["options"])
-
+auto = alias(
+    DEFAULT_METHOD,
+    target=AUTO["method"],
+    target_options=AUTO["options"],
+    label="Default (benchmarked)",
+    help="cluster_balanced with its defaults, chosen on validation splits of labelled pools. "
+    "Random selection is as good when pruning 70-80% and on imbalanced data, and was better on a "
+    "50,000-sample pool pruned to 5-10% (README: quality)",
+)
 
 # --- dispatch -----------------------------------------------------------------------------------
 
-
-def _peer(name):
-    def run(scores, embeddings, n_keep, *, seed=None, **options):
-        from . import peers
-
-        return getattr(peers, name)(scores, embeddings, n_keep, seed=seed, **options)
-
-    run.__name__ = name
-    run.__doc__ = f"See :func:`zcore.core.peers.{name}`."
-    return run
-
-
-_METHODS = {
-    "auto": auto,
-    "topk": topk,
-    "cluster_balanced": cluster_balanced,
-    "stratified": stratified,
-    "hierarchical_kmeans": hierarchical_kmeans,
-    "target": target,
-    "typiclust": _peer("typiclust"),
-    "semdedup": _peer("semdedup"),
-    "prototypicality": _peer("prototypicality"),
-}
-
-
-#: methods that work from the scores alone (no embeddings needed)
-SCORE_ONLY_METHODS = ("topk", "stratified")
+from . import peers  # noqa: E402,F401  (registers typiclust, semdedup, prototypicality)
 
 
 def needs_scores(method, options=None):
-    """Whether ``method`` with ``options`` cannot run without scores."""
-    options = options or {}
-    if method == "auto":
-        return needs_scores(AUTO["method"], AUTO["options"])
-    if method in SCORE_ONLY_METHODS:
-        return True
-    if method == "cluster_balanced":
-        return options.get("keep", "auto") not in ("random", "closest")
-    if method == "hierarchical_kmeans":
-        return options.get("inside") == "score"
-    return False
+    """Whether ``method`` with ``options`` cannot run without scores (see its spec)."""
+    return get_spec(method).needs_scores(options)
 
 
 def get_method(name):
-    """The method function called ``name``; ``ValueError`` listing the valid names otherwise."""
-    try:
-        return _METHODS[name]
-    except (KeyError, TypeError):
-        raise ValueError(
-            f"unknown selection method {name!r}; choose one of {sorted(_METHODS)}"
-        ) from None
+    """The (validating) function of method ``name``; ``ValueError`` listing the valid names."""
+    return get_spec(name).function
 
 
 def select(
@@ -905,27 +969,29 @@ def select(
     embeddings=None,
     seed=None,
     dedup_threshold=None,
+    return_duplicates=False,
     **options,
 ):
-    """Run selection ``method`` (a name of :data:`_METHODS`) and return the kept row indices.
+    """Run selection ``method`` (a registered name, :func:`zcore.core.registry.method_names`) and
+    return the kept row indices (best first for an ordered method such as ``topk``, else sorted).
 
     With ``dedup_threshold``, near-duplicates (:func:`near_duplicates` on ``embeddings``) are
     removed first — one representative per group, the highest score — and the method selects
     among the rest. ``options`` go to the method (e.g. ``n_clusters``, ``beta``,
-    ``target_embeddings``).
+    ``target_embeddings``) and are checked by its spec. ``return_duplicates``: return
+    ``(indices, DuplicateGroups or None)``.
     """
     fn = get_method(method)
+    dups = None
     if dedup_threshold is None:
-        return fn(scores, embeddings, n_keep, seed=seed, **options)
-    X = _as_embeddings(embeddings, required=True, method="near-duplicate removal")
-    s = _as_scores(scores, n=len(X))
-    keep = near_duplicates(X, dedup_threshold, scores=s).keep
-    sub = fn(
-        None if s is None else s[keep],
-        X[keep],
-        n_keep,
-        seed=seed,
-        **options,
-    )
-    out = keep[sub]
-    return out if method == "topk" else np.sort(out)
+        out = fn(scores, embeddings, n_keep, seed=seed, **options)
+    else:
+        X = _as_embeddings(embeddings, required=True, method="near-duplicate removal")
+        s = _as_scores(scores, n=len(X))
+        dups = near_duplicates(X, dedup_threshold, scores=s)
+        keep = dups.keep
+        sub = fn(None if s is None else s[keep], X[keep], n_keep, seed=seed, **options)
+        out = keep[sub]
+        if not get_spec(method).ordered:
+            out = np.sort(out)
+    return (out, dups) if return_duplicates else out

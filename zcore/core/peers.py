@@ -32,7 +32,6 @@ import numpy as np
 from .methods import (
     _as_embeddings,
     _as_scores,
-    _check_choice,
     _check_n_keep,
     _child_seed,
     _eligible,
@@ -42,6 +41,7 @@ from .methods import (
     kmeans,
     l2_normalize,
 )
+from .registry import Option, method
 from .validation import check_float, check_int
 
 __all__ = [
@@ -201,6 +201,19 @@ def _typicality(Xc, k):
     return 1.0 / (np.sqrt(near).mean(axis=1) + 1e-12)
 
 
+@method(
+    label="TypiClust",
+    help="The most typical sample of each k-means cluster, the least covered cluster first "
+    "(Hacohen et al., 2022); no scores needed",
+    needs_embeddings=True,
+    scores="unused",
+    options=(
+        Option("max_clusters", "int", "k-means clusters at most", minimum=1),
+        Option("n_neighbors", "int", "neighbours of the typicality estimate", minimum=1),
+        Option("min_cluster_size", "int", "smaller clusters are used last", minimum=1),
+        Option("labels", "array", "precomputed cluster labels (skips k-means)"),
+    ),
+)
 def typiclust(
     scores,
     embeddings,
@@ -222,9 +235,6 @@ def typiclust(
     ``labels``: precomputed cluster labels of every row (skips k-means).
     """
     cand, Xn, n_keep = _prepare(scores, embeddings, n_keep, "typiclust", seed)
-    max_clusters = check_int(max_clusters, "max_clusters", min_value=1)
-    n_neighbors = check_int(n_neighbors, "n_neighbors", min_value=1)
-    min_cluster_size = check_int(min_cluster_size, "min_cluster_size", min_value=1)
     if n_keep == 0:
         return np.empty(0, dtype=np.int64)
     rng = _rng(seed)
@@ -360,6 +370,25 @@ def probcover(
 SEMDEDUP_EPS = 0.05
 
 
+@method(
+    label="SemDeDup",
+    help="Removes semantic duplicates inside k-means clusters, then samples the rest uniformly "
+    "(Abbas et al., 2023); no scores needed",
+    needs_embeddings=True,
+    scores="unused",
+    options=(
+        Option(
+            "eps",
+            "float",
+            "Two samples whose cosine similarity exceeds 1 - eps are duplicates",
+            label="Duplicate if similarity > 1 - eps",
+            minimum=0.0,
+            maximum=2.0,
+            form=True,
+        ),
+        Option("n_clusters", "int", "k-means clusters", minimum=1),
+    ),
+)
 def semdedup(scores, embeddings, n_keep, *, seed=None, eps=SEMDEDUP_EPS, n_clusters=None):
     """SemDeDup (Abbas et al., 2023): remove semantic duplicates inside k-means clusters, then
     sample uniformly.
@@ -373,7 +402,6 @@ def semdedup(scores, embeddings, n_keep, *, seed=None, eps=SEMDEDUP_EPS, n_clust
     larger ``eps`` would keep).
     """
     cand, Xn, n_keep = _prepare(scores, embeddings, n_keep, "semdedup", seed)
-    eps = check_float(eps, "eps", min_value=0.0, max_value=2.0)
     if n_keep == 0:
         return np.empty(0, dtype=np.int64)
     rng = _rng(seed)
@@ -402,6 +430,24 @@ def semdedup(scores, embeddings, n_keep, *, seed=None, eps=SEMDEDUP_EPS, n_clust
 # --- prototypicality --------------------------------------------------------------------------
 
 
+@method(
+    label="Prototypicality",
+    help="The samples closest to their k-means centre (easy) or farthest (hard) "
+    "(Sorscher et al., 2022); no scores needed",
+    needs_embeddings=True,
+    scores="unused",
+    options=(
+        Option(
+            "keep",
+            "choice",
+            "easy: the most typical samples; hard: the least typical",
+            label="Keep",
+            choices=("easy", "hard"),
+            form=True,
+        ),
+        Option("n_clusters", "int", "k-means clusters", minimum=1),
+    ),
+)
 def prototypicality(scores, embeddings, n_keep, *, seed=None, keep="easy", n_clusters=None):
     """Self-supervised prototypicality (Sorscher et al., NeurIPS 2022).
 
@@ -411,7 +457,6 @@ def prototypicality(scores, embeddings, n_keep, *, seed=None, keep="easy", n_clu
     hard examples when data are plentiful and easy ones when they are scarce. Ties -> lower index.
     """
     cand, Xn, n_keep = _prepare(scores, embeddings, n_keep, "prototypicality", seed)
-    _check_choice(keep, "keep", ("easy", "hard"))
     if n_keep == 0:
         return np.empty(0, dtype=np.int64)
     rng = _rng(seed)

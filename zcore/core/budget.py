@@ -1,4 +1,10 @@
-"""Selection on score arrays: which indices to keep."""
+"""The budget of a selection and the score order: how many to keep, which scores come first.
+
+- :func:`as_scores`: scores as a float64 array, ``None`` -> ``NaN`` (missing, never selected);
+- :func:`resolve_size`: a ``size`` / ``fraction`` / ``threshold`` request -> the number kept;
+- :func:`top_order`: the scored indices best first (ties: lower index), the order of top-k;
+- :func:`select_top_indices`: the two together, the public top-k on an array.
+"""
 
 import math
 
@@ -34,16 +40,24 @@ def select_top_indices(scores, *, size=None, fraction=None, threshold=None):
     >>> select_top_indices([0.1, 0.9, None, 0.5], size=2).tolist()
     [1, 3]
     """
-    s = _as_scores(scores)
+    s = as_scores(scores)
     n_keep = resolve_size(s, size=size, fraction=fraction, threshold=threshold)
-    scored = np.flatnonzero(~np.isnan(s))
-    order = scored[np.lexsort((scored, -s[scored]))]
-    return order[:n_keep]
+    return top_order(s)[:n_keep]
+
+
+def top_order(scores, *, keep="high", ties=None):
+    """Indices of the scored (non-``NaN``) entries, highest first (``keep="low"``: lowest first).
+    Ties keep the lower index first, or the lower value of ``ties`` (e.g. the sample ids, the
+    database's order) when given. ``scores`` is a float array (see :func:`as_scores`)."""
+    scored = np.flatnonzero(~np.isnan(scores))
+    key = -scores[scored] if keep == "high" else scores[scored]
+    second = scored if ties is None else np.asarray(ties)[scored]
+    return scored[np.lexsort((second, key))].astype(np.int64)
 
 
 def resolve_size(scores, *, size=None, fraction=None, threshold=None):
     """How many samples a size / fraction / threshold request keeps (validates the request)."""
-    s = _as_scores(scores)
+    s = as_scores(scores)
     given = [
         name
         for name, v in (("size", size), ("fraction", fraction), ("threshold", threshold))
@@ -67,7 +81,9 @@ def resolve_size(scores, *, size=None, fraction=None, threshold=None):
     return int(np.count_nonzero(s >= threshold))
 
 
-def _as_scores(scores):
+def as_scores(scores, *, n=None):
+    """``scores`` as a 1-d float64 array, ``None`` entries as ``NaN`` (missing); with ``n``, it
+    must hold one score per sample: ``n`` entries."""
     arr = np.asarray(
         [np.nan if v is None else v for v in scores]
         if not isinstance(scores, np.ndarray)
@@ -76,4 +92,9 @@ def _as_scores(scores):
     )
     if arr.ndim != 1:
         raise ValueError(f"scores must be 1-d, got shape {arr.shape}")
+    if n is not None and arr.shape != (n,):
+        raise ValueError(
+            f"scores has shape {arr.shape}; expected ({n},), one per sample of the collection in "
+            "order"
+        )
     return arr

@@ -1,0 +1,229 @@
+"""The selection-method registry: one spec per method, the single source of what it needs and accepts.
+
+A :class:`MethodSpec` holds the method's function, its label and help text (shown in the App), what
+it needs (embeddings, scores) and its :class:`Option` s, each with its constraint, label and help;
+an option's default is the function's own keyword default, so it is written once, in the
+signature. The spec validates a call's options before the function runs (unknown names, types,
+ranges, choices), and the FiftyOne layer and the operator form are built from the same specs:
+
+- :func:`zcore.core.methods.select` and every registered method validate through their spec;
+- ``zcore.collection.select_coreset`` asks the spec what to read (embeddings, scores) before it
+  reads anything;
+- the ``select_coreset`` operator lists :func:`app_methods` with their labels and help, and
+  builds one input per :attr:`Option.form` option.
+
+Add a method: write ``fn(scores, embeddings, n_keep, *, seed=None, **options)`` and decorate it
+with :func:`method`. That is the only place that knows about it.
+"""
+
+import dataclasses
+import functools
+import inspect
+
+from .validation import check_float, check_int
+
+#: The method ``select_coreset`` runs when none is named (an alias, see :func:`alias`).
+DEFAULT_METHOD = "auto"
+
+#: Option kinds.
+KINDS = ("int", "float", "choice", "ints", "array")
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """One keyword option of a method: its constraint, label and help.
+
+    ``kind``: ``"int"`` (optionally also one of ``choices``, e.g. ``n_clusters="auto"``),
+    ``"float"``, ``"choice"`` (one of ``choices``), ``"ints"`` (a sequence of ints) or
+    ``"array"`` (data, checked by the method itself). ``None`` is accepted where
+    ``allow_none``, or where the signature's default is ``None``. ``form``: shown in the App's
+    form (the others stay Python-only: arrays, rarely changed knobs). The default is read from
+    the method's signature when the spec is built.
+    """
+
+    name: str
+    kind: str
+    help: str
+    label: str = ""
+    choices: tuple = ()
+    minimum: float = None
+    maximum: float = None
+    allow_none: bool = False
+    form: bool = False
+    default: object = None
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"Option {self.name!r}: kind must be one of {KINDS}")
+
+    def check(self, value):
+        """``value`` converted and checked; ``ValueError`` naming the option otherwise."""
+        if value is None and (self.allow_none or self.default is None):
+            return None
+        if self.kind == "array":
+            return value
+        if self.choices and isinstance(value, str):
+            if value not in self.choices:
+                raise ValueError(f"{self.name} must be one of {list(self.choices)}; got {value!r}")
+            return value
+        if self.kind == "choice":
+            raise ValueError(f"{self.name} must be one of {list(self.choices)}; got {value!r}")
+        if self.kind == "int":
+            return check_int(value, self.name, min_value=self.minimum, max_value=self.maximum)
+        if self.kind == "float":
+            return check_float(value, self.name, min_value=self.minimum, max_value=self.maximum)
+        # "ints"
+        if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+            raise ValueError(f"{self.name} must be a sequence of ints; got {value!r}")
+        values = tuple(value)
+        if not values:
+            raise ValueError(f"{self.name} must name at least one level")
+        return tuple(check_int(v, self.name, min_value=self.minimum) for v in values)
+
+    def describe(self):
+        """One line for docs and forms: the help, the choices and the default."""
+        extra = []
+        if self.choices:
+            extra.append("one of " + ", ".join(repr(c) for c in self.choices))
+        if self.default is not None:
+            extra.append(f"default {self.default!r}")
+        return self.help + (f" ({'; '.join(extra)})" if extra else "")
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodSpec:
+    """What a selection method is, needs and accepts (see the module docstring).
+
+    ``scores``: ``"required"``, ``"optional"`` (used when given, e.g. to rank inside clusters)
+    or ``"unused"`` (only marks missing rows); ``needs_scores_if``, for ``"optional"``, says
+    which option values make them required. ``ordered``: the indices come back best first (else
+    sorted increasingly).
+    """
+
+    name: str
+    function: object
+    label: str
+    help: str
+    needs_embeddings: bool
+    scores: str
+    options: tuple = ()
+    needs_scores_if: object = None
+    ordered: bool = False
+    app: bool = True
+
+    @property
+    def option_names(self):
+        return tuple(o.name for o in self.options)
+
+    def option(self, name):
+        for o in self.options:
+            if o.name == name:
+                return o
+        raise KeyError(name)
+
+    def defaults(self):
+        """``{option: default}`` of the options shown in the App form."""
+        return {o.name: o.default for o in self.options if o.form}
+
+    def check_options(self, options):
+        """The options converted and checked; unknown names raise ``ValueError`` listing the
+        valid ones, so a typo fails before any data is read."""
+        unknown = sorted(set(options) - set(self.option_names))
+        if unknown:
+            valid = ", ".join(self.option_names) or "none"
+            raise ValueError(
+                f"method {self.name!r} has no option(s) {', '.join(unknown)}; its options: {valid}"
+            )
+        return {name: self.option(name).check(value) for name, value in options.items()}
+
+    def needs_scores(self, options=None):
+        """Whether the method cannot run without scores, with these ``options``."""
+        if self.scores == "required":
+            return True
+        if self.scores == "unused" or self.needs_scores_if is None:
+            return False
+        return bool(self.needs_scores_if(options or {}))
+
+
+_REGISTRY = {}
+
+
+def method(*, label, help, needs_embeddings, scores, options=(), needs_scores_if=None, **kw):
+    """Decorator registering a selection method: the returned function validates its options
+    through the spec, then runs the decorated one. See :class:`MethodSpec` for the arguments."""
+
+    def register(fn):
+        params = inspect.signature(fn).parameters
+        filled = []
+        for o in options:
+            if o.name not in params:
+                raise TypeError(f"{fn.__name__} has no keyword {o.name!r} for its Option")
+            filled.append(dataclasses.replace(o, default=params[o.name].default))
+
+        @functools.wraps(fn)
+        def run(scores, embeddings, n_keep, *, seed=None, **opts):
+            return fn(scores, embeddings, n_keep, seed=seed, **spec.check_options(opts))
+
+        spec = MethodSpec(
+            name=fn.__name__,
+            function=run,
+            label=label,
+            help=help,
+            needs_embeddings=needs_embeddings,
+            scores=scores,
+            options=tuple(filled),
+            needs_scores_if=needs_scores_if,
+            **kw,
+        )
+        if spec.name in _REGISTRY:
+            raise ValueError(f"selection method {spec.name!r} is registered twice")
+        _REGISTRY[spec.name] = spec
+        run.spec = spec
+        return run
+
+    return register
+
+
+def alias(name, *, target, target_options, label, help):
+    """Register ``name`` as ``target`` with fixed options (the documented default, ``auto``)."""
+    base = _REGISTRY[target]
+    fixed = base.check_options(target_options)
+
+    def run(scores, embeddings, n_keep, *, seed=None):
+        return base.function(scores, embeddings, n_keep, seed=seed, **fixed)
+
+    run.__name__ = name
+    run.__doc__ = f"``{target}`` with options {fixed or 'at their defaults'}: {help}"
+    spec = MethodSpec(
+        name=name,
+        function=run,
+        label=label,
+        help=help,
+        needs_embeddings=base.needs_embeddings,
+        scores="required" if base.needs_scores(fixed) else "optional",
+        ordered=base.ordered,
+    )
+    _REGISTRY[name] = spec
+    run.spec = spec
+    return run
+
+
+def get_spec(name):
+    """The :class:`MethodSpec` called ``name``; ``ValueError`` listing the valid names."""
+    try:
+        return _REGISTRY[name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"unknown selection method {name!r}; choose one of {sorted(_REGISTRY)}"
+        ) from None
+
+
+def method_names():
+    """Every registered method, in registration order."""
+    return tuple(_REGISTRY)
+
+
+def app_methods():
+    """The specs offered in the App's form: the default first, then in registration order."""
+    specs = [s for s in _REGISTRY.values() if s.app]
+    return tuple(sorted(specs, key=lambda s: s.name != DEFAULT_METHOD))
