@@ -22,13 +22,12 @@ import fiftyone as fo
 import numpy as np
 from fiftyone import ViewField as F
 
-from . import lock, store
+from . import lock, runs, store
 from .core.budget import as_scores, resolve_size, select_top_indices, top_order
 from .core.scoring import _score_components, combine_components, default_n_samples
 from .core.validation import check_embeddings, check_int, check_seed
 
 DEFAULT_SCORE_FIELD = "zcore_score"
-RUN_METHOD = "zcore"
 _SEED_BITS = 62
 _DESCRIPTIONS = {
     "": "ZCore score in [0, 1]; higher = keep",
@@ -65,9 +64,11 @@ def compute_zcore(
     """Compute ZCore scores for a FiftyOne collection and store them in a sample field.
 
     Samples without an embedding get ``None`` and are never selected. The run is recorded on the
-    dataset as a custom run (``samples.list_runs()``, ``samples.get_run_info(run_key)``,
-    ``samples.load_run_results(run_key)``, ``samples.delete_run(run_key)``) with its parameters,
-    the seed actually used, and how many samples were scored.
+    dataset as a :class:`zcore.runs.ScoreRun` (``samples.list_runs(type=ScoreRun)``,
+    ``samples.get_run_info(run_key)``, ``samples.load_run_results(run_key)``) with its
+    parameters, the seed actually used, and how many samples were scored;
+    ``samples.delete_run(run_key)`` deletes the record and the fields it wrote (unless a later
+    run wrote them).
 
     Parameters
     ----------
@@ -247,9 +248,9 @@ def _compute_locked(
     }
     rand_init = params["rand_init"]
     # the run's config is built and validated (key, type of an existing run) before scoring
-    config = samples.init_run(
-        method=RUN_METHOD,
+    config = runs.ScoreRunConfig(
         score_field=score_field,
+        owned_fields=[level._root_path(name) for name in out_fields],
         embeddings=fields if fields is not None else "<array>",
         seed=seed,
         level=level.kind,
@@ -257,7 +258,7 @@ def _compute_locked(
         component_fields=bool(component_fields),
         **params,
     )
-    config.build().validate_run(samples, run_key, overwrite=overwrite)
+    _check_record(samples, runs.ScoreRun, run_key, overwrite)
 
     t2 = time.perf_counter()
     if callable(progress):
@@ -292,7 +293,7 @@ def _compute_locked(
         if recorded:
             return
         t4 = time.perf_counter()
-        samples.register_run(run_key, config, overwrite=overwrite)
+        _register(samples, runs.ScoreRun, run_key, config, overwrite)
         timings["record_s"] = time.perf_counter() - t4
         timings["total_s"] = time.perf_counter() - t0
         results = samples.init_run_results(
@@ -456,9 +457,6 @@ def select_coreset(
     return sample_collection.select([ids[i] for i in idx], ordered=True)
 
 
-SELECTION_RUN_METHOD = "zcore_selection"
-
-
 def recorded_embeddings(samples, score_field=DEFAULT_SCORE_FIELD):
     """The embedding field(s) that the ``compute_zcore`` run of ``score_field`` read, or ``None``
     (no run, scores from an array, or fields since deleted)."""
@@ -527,6 +525,7 @@ def _select_with_method(
     options = spec.check_options(options)  # and unknown or invalid options, before any read
     run_key = f"coreset_{method}" if run_key is None else run_key
     _check_run_key(samples, run_key, overwrite or replace_run)
+    _check_record(samples, runs.SelectionRun, run_key, overwrite or replace_run)
     if (
         _is_frame_path(samples, score_field)
         or _field_names(embeddings)
@@ -631,8 +630,7 @@ def _select_with_method(
         dup_ids = [ids[i] for g in dups.groups for i in g]
         dataset.save_view(dup_view_name, samples.select(dup_ids, ordered=True), overwrite=True)
 
-    config = samples.init_run(
-        method=SELECTION_RUN_METHOD,
+    config = runs.SelectionRunConfig(
         selection_method=method,
         options={k: v for k, v in options.items()},
         seed=seed,
@@ -644,7 +642,7 @@ def _select_with_method(
         duplicates_view=dup_view_name,
         **(target_info or {}),
     )
-    samples.register_run(run_key, config, overwrite=overwrite or replace_run)
+    _register(samples, runs.SelectionRun, run_key, config, overwrite or replace_run)
     results = samples.init_run_results(
         run_key,
         num_selected=len(kept_ids),
@@ -709,16 +707,25 @@ def save_coreset(sample_collection, view, *, view_name=None, tag=None, overwrite
 
 
 def list_zcore_runs(samples):
-    """Run keys of the ZCore runs recorded on the collection's dataset."""
-    out = []
-    for key in samples.list_runs():
-        try:
-            cfg = samples.get_run_info(key).config
-        except Exception:  # a run of another kind that cannot be loaded here
-            continue
-        if getattr(cfg, "method", None) == RUN_METHOD:
-            out.append(key)
-    return out
+    """Run keys of the ``compute_zcore`` runs recorded on the collection's dataset."""
+    return runs.ScoreRun.keys(samples)
+
+
+def _check_record(samples, run_cls, run_key, overwrite):
+    """Before any work: a record of ``run_cls`` may take ``run_key`` (FiftyOne's rules: a valid
+    key, no record of another kind under it, ``overwrite`` to replace one)."""
+    if not (overwrite and run_cls.is_legacy(samples, run_key)):
+        run_cls(run_cls.CONFIG()).validate_run(samples, run_key, overwrite=overwrite)
+
+
+def _register(samples, run_cls, run_key, config, overwrite):
+    """Records ``config`` under ``run_key``. Never runs the replaced record's cleanup: the run
+    that replaces it has just written the fields that cleanup would delete. An untyped record of
+    the same kind (written by an earlier zcore) is removed first: FiftyOne refuses to replace a
+    record by one of another class."""
+    if overwrite and run_cls.is_legacy(samples, run_key):
+        samples.delete_run(run_key)  # an untyped record has no cleanup
+    samples.register_run(run_key, config, overwrite=overwrite, cleanup=False)
 
 
 def score_field_path(samples, score_field):
