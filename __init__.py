@@ -622,7 +622,7 @@ def _score_field_input(ctx, inputs):
     embeddings = (
         ctx.params.get("embeddings") if ctx.params.get("embeddings_source") != "model" else None
     )
-    exists = zc._Level(view, embeddings).get_field(score_field) is not None
+    exists = zc.level_of(view, embeddings).get_field(score_field) is not None
     has_run = view._root_dataset.has_run(score_field)
     if exists or has_run:
         inputs.bool(

@@ -14,7 +14,6 @@ Levels: a collection is scored where its embeddings live.
   is scored and the score is written to ``frames.<score_field>``.
 """
 
-import os
 import time
 import warnings
 
@@ -25,7 +24,8 @@ from fiftyone import ViewField as F
 from . import lock, runs, store
 from .core.budget import as_scores, resolve_size, select_top_indices, top_order
 from .core.scoring import _score_components, combine_components, default_n_samples
-from .core.validation import check_embeddings, check_int, check_seed
+from .core.validation import check_int, check_seed
+from .levels import field_names, is_frame_path, level_of
 
 DEFAULT_SCORE_FIELD = "zcore_score"
 _SEED_BITS = 62
@@ -146,7 +146,7 @@ def compute_zcore(
             "pass embeddings (a vector field name, a list of them, or an array) or a model that "
             "computes them"
         )
-    level = _Level(samples, embeddings if model is None else None)
+    level = level_of(samples, embeddings if model is None else None)
     out_fields = {score_field: fo.FloatField}
     if component_fields:
         out_fields[score_field + "_coverage"] = fo.IntField
@@ -157,7 +157,7 @@ def compute_zcore(
     with lock.terminate_as_exception():
         held = lock.acquire(
             samples._root_dataset,
-            [level._root_path(name) for name in out_fields],
+            [level.root_path(name) for name in out_fields],
             run_key=run_key,
             dataset_name=samples._root_dataset.name,
         )
@@ -232,7 +232,7 @@ def _compute_locked(
         timings["embed_s"] = time.perf_counter() - t0
 
     t1 = time.perf_counter()
-    data = _read_embeddings(level, embeddings, progress, cache_dir)
+    data = level.read_embeddings(embeddings, progress=progress, cache_dir=cache_dir)
     timings["read_s"] = time.perf_counter() - t1
     X, fields = data.X, data.fields
     n_present = len(X)
@@ -250,7 +250,7 @@ def _compute_locked(
     # the run's config is built and validated (key, type of an existing run) before scoring
     config = runs.ScoreRunConfig(
         score_field=score_field,
-        owned_fields=[level._root_path(name) for name in out_fields],
+        owned_fields=[level.root_path(name) for name in out_fields],
         embeddings=fields if fields is not None else "<array>",
         seed=seed,
         level=level.kind,
@@ -438,11 +438,11 @@ def select_coreset(
             "embeddings, target and method options apply to methods other than 'topk' (or with "
             f"dedup_threshold); got {sorted(method_options) or ['embeddings/target']}"
         )
-    if scores is None and _is_frame_path(sample_collection, score_field):
+    if scores is None and is_frame_path(sample_collection, score_field):
         return _select_frames(sample_collection, score_field, size, fraction, threshold)
     if scores is None:
         field = _check_existing_score_field(
-            sample_collection, _Level(sample_collection).resolve(score_field)
+            sample_collection, level_of(sample_collection).resolve(score_field)
         )
         values = as_scores(sample_collection.values(field))
         n_keep = resolve_size(values, size=size, fraction=fraction, threshold=threshold)
@@ -474,13 +474,12 @@ def recorded_embeddings(samples, score_field=DEFAULT_SCORE_FIELD):
 
 def _default_method(samples, score_field, scores, embeddings, threshold, dedup_threshold):
     """``(method, embeddings, run key)`` of ``select_coreset(method=None)`` (see there)."""
-    import warnings
 
     from .core.methods import DEFAULT_METHOD
 
     topk = ("topk", embeddings if dedup_threshold is not None else None, None)
-    level = _Level(samples)
-    if threshold is not None or level.kind != "samples" or _is_frame_path(samples, score_field):
+    level = level_of(samples)
+    if threshold is not None or level.kind != "samples" or is_frame_path(samples, score_field):
         return topk
     if embeddings is None and scores is None:
         embeddings = recorded_embeddings(samples, score_field)
@@ -527,9 +526,9 @@ def _select_with_method(
     _check_run_key(samples, run_key, overwrite or replace_run)
     _check_record(samples, runs.SelectionRun, run_key, overwrite or replace_run)
     if (
-        _is_frame_path(samples, score_field)
-        or _field_names(embeddings)
-        and any(f.startswith("frames.") for f in _field_names(embeddings))
+        is_frame_path(samples, score_field)
+        or field_names(embeddings)
+        and any(f.startswith("frames.") for f in field_names(embeddings))
     ):
         raise ValueError(f"method {method!r} selects samples; frame-level fields are not supported")
     if threshold is not None and method != "topk":
@@ -544,7 +543,7 @@ def _select_with_method(
             overwrite,
             "duplicates_view",
         )
-    level = _Level(samples)
+    level = level_of(samples)
     all_ids = level.ids()
 
     # scores: given, read from score_field, or none (methods that can do without)
@@ -573,7 +572,7 @@ def _select_with_method(
         raise ValueError("method 'target' needs target=<a collection of target samples>")
 
     if needs_emb:
-        ids, X, fields = _load_embeddings(level, embeddings)
+        ids, X, fields = level.load_embeddings(embeddings)
         pos = {i: k for k, i in enumerate(all_ids)}
         rows = np.fromiter((pos[i] for i in ids), dtype=np.int64, count=len(ids))
     else:
@@ -593,8 +592,8 @@ def _select_with_method(
             t_field = target_embeddings or embeddings
             if target is None or t_field is None:
                 raise ValueError("method 'target' needs target= and an embeddings field")
-            _, T, _ = _load_embeddings(_Level(target), t_field)
-            target_info = {"target_count": len(T), "target_embeddings": _field_names(t_field)}
+            _, T, _ = level_of(target).load_embeddings(t_field)
+            target_info = {"target_count": len(T), "target_embeddings": field_names(t_field)}
         else:
             T = np.asarray(target_embeddings, dtype=np.float32)
             target_info = {"target_count": len(T), "target_embeddings": "<array>"}
@@ -731,130 +730,14 @@ def _register(samples, run_cls, run_key, config, overwrite):
 def score_field_path(samples, score_field):
     """Where ``score_field`` lives in ``samples``: ``<patches_field>.<name>`` on a patches view
     (when that exists), else ``score_field`` itself."""
-    return _Level(samples).resolve(score_field)
-
-
-# --- levels: samples, object patches, video frames ---------------------------------------------
-
-
-class _Level:
-    """Reads and writes one value per scored unit: a sample, an object patch or a video frame."""
-
-    def __init__(self, samples, embeddings=None):
-        self.samples = samples
-        self.patches_field = (
-            samples.patches_field if getattr(samples, "_is_patches", False) else None
-        )
-        names = _field_names(embeddings)
-        frame_names = [n for n in names if n.startswith("frames.")]
-        if frame_names and samples._has_frame_fields():
-            if len(frame_names) != len(names):
-                raise ValueError(
-                    f"embeddings {names} mix frame-level ('frames.') and sample-level fields; "
-                    "score frames or samples, not both"
-                )
-            self.kind = "frames"
-        else:
-            self.kind = "patches" if self.patches_field else "samples"
-
-    def path(self, name):
-        """Path of an output field ``name`` in this collection."""
-        if self.kind == "patches":
-            return f"{self.patches_field}.{name}"
-        if self.kind == "frames":
-            return f"frames.{name}"
-        return name
-
-    def resolve(self, field):
-        """A field given by the user: on a patches view, ``attr`` means ``<patches_field>.attr``
-        unless ``attr`` is a field of the patches themselves."""
-        if self.kind != "patches" or field.startswith(self.patches_field + "."):
-            return field
-        if self.samples.get_field(field) is not None:
-            return field
-        return f"{self.patches_field}.{field}"
-
-    def ids(self):
-        if self.kind == "frames":
-            return [i for frames in self.samples.values("frames.id") for i in frames]
-        return self.samples.values("id")
-
-    def read(self, field):
-        if self.kind == "frames":
-            return [v for frames in self.samples.values(field) for v in frames]
-        return self.samples.values(field)
-
-    def _root_path(self, name):
-        root = self.samples._root_dataset
-        if self.kind == "patches":
-            return root._get_label_field_path(self.patches_field, name)[1]
-        return self.path(name)
-
-    def read_only_parent(self, name):
-        """The path of the read-only field among ``name``'s path on the dataset and its
-        parents, or ``None``."""
-        root = self.samples._root_dataset
-        path = self._root_path(name)
-        parts = path.split(".")
-        for i in range(len(parts), 0, -1):
-            sub = ".".join(parts[:i])
-            field = root.get_field(sub)
-            if field is not None and getattr(field, "read_only", False):
-                return sub
-        return None
-
-    def get_field(self, name):
-        """The existing output field ``name`` (on the dataset), or ``None``."""
-        if self.kind == "patches":
-            return self.samples._root_dataset.get_field(self._root_path(name))
-        return self.samples._dataset.get_field(self.path(name))
-
-    def write(self, name, values, ftype, description):
-        """Writes ``values`` (a dict id -> value) into the output field ``name``."""
-        samples, root = self.samples, self.samples._root_dataset
-        missing = self.get_field(name) is None
-        if self.kind == "patches":
-            path = self.path(name)
-            if missing:
-                root.add_sample_field(self._root_path(name), ftype, description=description)
-            if samples._dataset.get_field(path) is None:
-                samples._dataset.add_sample_field(path, ftype, description=description)
-            samples.set_values(path, values, key_field="id")
-        elif self.kind == "frames":
-            if missing:
-                samples._dataset.add_frame_field(name, ftype, description=description)
-            nested = [[values[i] for i in frames] for frames in samples.values("frames.id")]
-            samples.set_values(self.path(name), nested)
-        elif getattr(samples, "_is_frames", False):
-            # a to_frames() view: set_values declares the field on the source frames too
-            samples.set_values(name, values, key_field="id")
-        else:
-            if missing:
-                samples._dataset.add_sample_field(name, ftype, description=description)
-            samples.set_values(name, values, key_field="id")
-
-
-def _field_names(embeddings):
-    if isinstance(embeddings, str):
-        return [embeddings]
-    if (
-        isinstance(embeddings, (list, tuple))
-        and embeddings
-        and all(isinstance(e, str) for e in embeddings)
-    ):
-        return list(embeddings)
-    return []
-
-
-def _is_frame_path(samples, field):
-    return isinstance(field, str) and field.startswith("frames.") and samples._has_frame_fields()
+    return level_of(samples).resolve(score_field)
 
 
 def _select_frames(samples, field, size, fraction, threshold):
     """A view of ``samples`` that keeps only the top frames by the frame field ``field``."""
     from bson import ObjectId
 
-    level = _Level(samples, field)
+    level = level_of(samples, field)
     name = field[len("frames.") :]
     if level.get_field(name) is None:
         raise ValueError(f"frame field {field!r} not found; run compute_zcore first")
@@ -965,217 +848,6 @@ def _embed_with_model(samples, model, field, batch_size, progress):
         progress=_embed_progress(progress),
     )
     return field
-
-
-class _Embeddings:
-    """The matrix to score and who its rows belong to.
-
-    Fast path (``ids``/``missing`` are ``(n, 12)`` uint8 arrays of sample ``_id`` bytes, see
-    :mod:`zcore.store`), or FiftyOne's ``values()`` path (``ids`` a list of id strings, and
-    ``all_ids`` every unit of the level, ``None`` for an array).
-    """
-
-    def __init__(self, X, fields, ids, *, missing=None, all_ids=None, cache=None, cache_ref=None):
-        self.X, self.fields, self.ids = X, fields, ids
-        self.missing, self.all_ids, self.cache = missing, all_ids, cache
-        self.cache_ref = cache_ref  # (cache_dir, key, stamp at read time)
-        self.fast = missing is not None
-
-    @property
-    def n_all(self):
-        if self.fast:
-            return len(self.ids) + len(self.missing)
-        return len(self.ids if self.all_ids is None else self.all_ids)
-
-    def write(self, level, columns, ftypes, descriptions, progress, held=None, on_written=None):
-        """Write ``columns`` (name -> one value per row of ``X``); units without embeddings get
-        ``None``. ``on_written()`` (the run record) is called as part of the write, with
-        SIGINT/SIGTERM held back from the start of the move until it returned."""
-        if self.fast:
-            samples = level.samples
-            cols = [(k, v, ftypes[k], descriptions[k]) for k, v in columns.items()]
-            unchanged = self.cache_ref is not None and store.stamp(samples) == self.cache_ref[2]
-            store.write_columns(
-                samples,
-                self.ids,
-                self.missing,
-                cols,
-                progress=progress,
-                tmp_prefix=None if held is None else held.tmp_prefix,
-                on_written=on_written,
-            )
-            if self.cache_ref is not None:
-                # writing the scores bumped last_modified_at: keep the cache entry valid, unless
-                # the samples changed since they were read. The cache is an optimisation: a
-                # failure here (read-only directory...) is a warning, the dataset is written.
-                cache_dir, key, _ = self.cache_ref
-                try:
-                    if unchanged:
-                        store.refresh_cached(cache_dir, key, store.fingerprint(samples))
-                    else:
-                        store.drop_cached(cache_dir, key)
-                except OSError as e:
-                    warnings.warn(
-                        f"could not update the embeddings cache entry {key} in {cache_dir} "
-                        f"({e}); it will be a miss next time",
-                        stacklevel=3,
-                    )
-            return
-        all_ids = self.ids if self.all_ids is None else self.all_ids
-        with lock.deferred_interrupts():
-            for name, column in columns.items():
-                values = dict.fromkeys(all_ids)
-                values.update(zip(self.ids, column.tolist()))
-                level.write(name, values, ftypes[name], descriptions[name])
-            if on_written is not None:
-                on_written()
-
-
-def _read_embeddings(level, embeddings, progress, cache_dir):
-    """:class:`_Embeddings` of ``embeddings`` (field name(s) or an array) for ``level``.
-
-    Top-level vector fields of a sample-level collection are read by :mod:`zcore.store` (cached in
-    ``cache_dir`` when given); anything else, or values the fast reader cannot take exactly like
-    ``values()`` (then the general path reports the error), goes through :func:`_load_embeddings`.
-    """
-    samples = level.samples
-    names = _field_names(embeddings)
-    schema = samples.get_field_schema(flat=True) if names else {}
-    fast = (
-        names
-        and level.kind == "samples"
-        and store.supports(samples, names)
-        and all(f in schema for f in names)
-    )
-    if fast:
-        report = progress if callable(progress) else None
-        key = fp = ref = None
-        if cache_dir is not None:
-            cache_dir = os.path.expanduser(os.fspath(cache_dir))
-            key = store.cache_key(samples, names)
-            ref = (cache_dir, key, store.stamp(samples))
-            fp = store.fingerprint(samples, progress=report)
-            hit = store.load_cached(cache_dir, key, fp)
-            if hit is not None:
-                X, ids, missing = hit
-                return _Embeddings(X, names, ids, missing=missing, cache="hit", cache_ref=ref)
-        try:
-            X, ids, missing = store.read_embeddings(samples, names, progress=report)
-        except store.Unsupported:
-            pass
-        else:
-            if len(X) >= 3:
-                X = check_embeddings(X, input_name=f"embeddings field(s) {names}")
-                if key is not None:  # only valid embeddings are cached
-                    try:
-                        store.save_cached(cache_dir, key, fp, X, ids, missing, {"fields": names})
-                    except OSError as e:  # the cache is an optimisation: the run goes on
-                        warnings.warn(
-                            f"could not write the embeddings cache entry {key} in {cache_dir} "
-                            f"({e}); scoring without caching",
-                            stacklevel=3,
-                        )
-                        key = ref = None
-            cache = None if key is None else "miss"
-            return _Embeddings(X, names, ids, missing=missing, cache=cache, cache_ref=ref)
-    ids, X, fields = _load_embeddings(level, embeddings)
-    return _Embeddings(X, fields, ids, all_ids=level.ids() if fields is not None else None)
-
-
-def _load_embeddings(level, embeddings):
-    """``(ids, X, fields)``: ids of units (samples, patches or frames) that have embeddings, their
-    float32 matrix, the fields.
-
-    ``fields`` is ``None`` when ``embeddings`` is an array (then every unit must have a row).
-    """
-    samples = level.samples
-    if _field_names(embeddings):
-        fields = [level.resolve(f) for f in _field_names(embeddings)]
-        schema = samples.get_field_schema(flat=True)
-        if level.kind == "frames":
-            frame_schema = samples.get_frame_field_schema(flat=True)
-            schema = {**schema, **{"frames." + k: v for k, v in frame_schema.items()}}
-        columns = []
-        for f in fields:
-            # label attributes of patches may be undeclared (dynamic): then read them anyway
-            col = [_as_vector(v) for v in level.read(f)] if f in schema or "." in f else None
-            if col is None or (f not in schema and all(v is None for v in col)):
-                vectors = sorted(k for k, v in schema.items() if _is_vector_field(v))
-                raise ValueError(
-                    f"embeddings field {f!r} not found on the collection; vector fields: {vectors}"
-                )
-            columns.append(col)
-        ids = level.ids()
-        keep = [i for i in range(len(ids)) if all(col[i] is not None for col in columns)]
-        parts = []
-        for f, col in zip(fields, columns):
-            rows = [col[i] for i in keep]
-            _check_real_vectors(f, rows)
-            lengths = {np.size(r) for r in rows}
-            if len(lengths) > 1:
-                raise ValueError(
-                    f"embeddings field {f!r} holds vectors of different lengths "
-                    f"{sorted(lengths)[:5]}; recompute them with one model"
-                )
-            parts.append(
-                np.asarray(rows, dtype=np.float32).reshape(len(rows), -1)
-                if rows
-                else np.empty((0, 1), np.float32)
-            )
-        kept_ids = [ids[i] for i in keep]
-        X = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
-        if len(kept_ids) >= 3:
-            X = check_embeddings(X, input_name=f"embeddings field(s) {fields}")
-        return kept_ids, X, fields
-
-    ids = level.ids()
-    X = check_embeddings(embeddings)
-    if len(X) != len(ids):
-        raise ValueError(
-            f"embeddings has {len(X)} rows but the collection has {len(ids)} {level.kind}; pass "
-            "one row per sample, in the collection's order"
-        )
-    return ids, X, None
-
-
-def _is_vector_field(field):
-    return isinstance(field, (fo.VectorField, fo.ArrayField)) or (
-        isinstance(field, fo.ListField) and isinstance(field.field, (fo.FloatField, fo.IntField))
-    )
-
-
-def _check_real_vectors(field, rows):
-    """Refuse what cannot be an embedding, naming the field (instead of numpy's message, or a
-    silent cast that drops the imaginary part of complex numbers)."""
-    for i, r in enumerate(rows):
-        if isinstance(r, (str, bytes, dict)) or np.isscalar(r):
-            raise ValueError(
-                f"embeddings field {field!r} holds {type(r).__name__} values (e.g. row {i}), not "
-                "vectors of numbers; pass a vector field (see compute_embeddings)"
-            )
-    kinds = {np.asarray(r).dtype.kind for r in rows[:1000]}
-    bad = kinds - set("fiub")
-    if bad:
-        kind = "complex" if "c" in bad else "non-numeric"
-        raise ValueError(
-            f"embeddings field {field!r} holds {kind} values; ZCore needs real-valued vectors "
-            "(store e.g. np.abs(v) or the real and imaginary parts side by side)"
-        )
-
-
-def _as_vector(value):
-    # undeclared array attributes of labels come back serialized
-    if isinstance(value, bytes):
-        from fiftyone.core.utils import deserialize_numpy_array
-
-        try:
-            return deserialize_numpy_array(value)
-        except Exception as e:
-            raise ValueError(
-                f"a stored vector could not be decoded ({type(e).__name__}: {e}); the field "
-                "holds corrupted or non-array bytes: recompute the embeddings"
-            ) from None
-    return value
 
 
 def _score_progress(progress):

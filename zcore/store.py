@@ -276,8 +276,8 @@ def write_columns(
     ------
     BaseException
         Whatever interrupted the write. Before the move into the sample documents started, the
-        dataset is unchanged; after, the move was completed first (and ``on_written`` called)
-        and the exception carries ``zcore_written = True`` (the fields hold the new values).
+        dataset is unchanged; after, the move was completed first (and ``on_written`` called):
+        the fields hold the new values and the run record describes them.
     """
     import fiftyone.core.sample as fos
 
@@ -294,7 +294,6 @@ def write_columns(
     n, m = len(ids), len(missing)
     total = n + m
     report = _Throttle(progress, total, "writing " + ", ".join(c[0] for c in columns))
-    state = {"swap": None}
     try:
         lists = [_to_python(c[1]) for c in columns]
         done = 0
@@ -315,23 +314,17 @@ def write_columns(
         bounds = _range_bounds(np.concatenate([ids, missing]), chunk)
         swap = _Swap(dataset, tmp, columns, bounds)
         with deferred_interrupts():
-            state["swap"] = swap
             try:
                 swap.run(lambda k: report(total / 2 + total / 2 * k / len(bounds)))
-            except BaseException as e:
+            except BaseException:
                 swap.finish()  # roll forward: all new values, then re-raise
                 fos.Sample._reload_docs(dataset._sample_collection_name)
-                e.zcore_written = True
                 if on_written is not None:
                     on_written()
                 raise
             fos.Sample._reload_docs(dataset._sample_collection_name)
             if on_written is not None:
                 on_written()
-    except BaseException as e:
-        if state["swap"] is not None:
-            e.zcore_written = True
-        raise
     finally:
         with deferred_interrupts():  # a late signal must not leave the temporary behind
             tmp.drop()
