@@ -24,11 +24,10 @@ from fiftyone import ViewField as F
 from . import lock, runs, store
 from .core.budget import as_scores, resolve_size, select_top_indices, top_order
 from .core.scoring import _score_components, combine_components, default_n_samples
-from .core.validation import check_int, check_seed
+from .core.validation import recordable_seed
 from .levels import field_names, is_frame_path, level_of
 
 DEFAULT_SCORE_FIELD = "zcore_score"
-_SEED_BITS = 62
 _DESCRIPTIONS = {
     "": "ZCore score in [0, 1]; higher = keep",
     "_coverage": "ZCore coverage: sampling points this sample was the nearest to",
@@ -140,7 +139,7 @@ def compute_zcore(
     score_field = _check_field_name(score_field, "score_field")
     run_key = score_field if run_key is None else run_key
     _check_run_key_name(run_key)
-    seed = _resolve_seed(seed)
+    seed = recordable_seed(seed)
     if model is None and embeddings is None:
         raise ValueError(
             "pass embeddings (a vector field name, a list of them, or an array) or a model that "
@@ -535,7 +534,7 @@ def _select_with_method(
         raise ValueError(
             f"threshold applies to method 'topk' only; pass size or fraction for {method!r}"
         )
-    seed = _resolve_seed(seed)
+    seed = recordable_seed(seed)
     if dedup_threshold is not None:  # before any work: the view it may save
         _check_view_name(
             samples._root_dataset,
@@ -816,18 +815,6 @@ def _check_existing_score_field(samples, field):
     if not isinstance(schema[field], (fo.FloatField, fo.IntField)):
         raise ValueError(f"field {field!r} is not numeric ({type(schema[field]).__name__})")
     return field
-
-
-def _resolve_seed(seed):
-    if seed is None:
-        return int(np.random.default_rng().integers(2**_SEED_BITS))
-    if isinstance(seed, np.random.Generator):
-        raise ValueError(
-            "compute_zcore records its seed with the run: pass an int (or None for a fresh one), "
-            "not a numpy Generator"
-        )
-    check_seed(seed)
-    return check_int(seed, "seed", min_value=0)
 
 
 def _embed_with_model(samples, model, field, batch_size, progress):

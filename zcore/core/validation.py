@@ -134,6 +134,24 @@ def check_seed(seed):
     )
 
 
+#: Bits of a fresh seed drawn by :func:`recordable_seed`.
+SEED_BITS = 62
+
+
+def recordable_seed(seed):
+    """An int seed that a run can record (so it can be reproduced): ``seed`` itself, checked as
+    :func:`check_seed` does, or a fresh one for ``None``. A Generator cannot be recorded."""
+    if seed is None:
+        return int(np.random.default_rng().integers(2**SEED_BITS))
+    if isinstance(seed, np.random.Generator):
+        raise ValueError(
+            "a recorded run needs an int seed (or None for a fresh one, recorded), not a numpy "
+            "Generator"
+        )
+    check_seed(seed)
+    return check_int(seed, "seed", min_value=0)
+
+
 def check_int(value, name, *, min_value=None, max_value=None, allow_none=False):
     """An int within bounds (bools refused)."""
     if value is None and allow_none:
