@@ -39,6 +39,7 @@ _zcore_package()
 from zcore import collection as zc  # noqa: E402
 from zcore.core.registry import DEFAULT_METHOD, app_methods, get_spec  # noqa: E402
 from zcore.core.scoring import default_n_samples  # noqa: E402
+from zcore.levels import is_vector_field  # noqa: E402
 from zcore.panel import CoresetPanel, default_score_field, score_fields  # noqa: E402
 
 _DEFAULTS = {
@@ -362,55 +363,35 @@ class SelectCoreset(foo.Operator):
         inputs.enum("score_field", fields, default=default, label="Score field", view=choices)
         score_field = ctx.params.get("score_field") or default
         n_scored = view.exists(score_field).count()
+        if n_scored == 0:
+            _form_error(
+                inputs,
+                "no_scored",
+                f"No sample of the target has a '{score_field}' score: choose another target "
+                "or compute the scores first",
+            )
+            return types.Property(inputs)
         method = _method_inputs(ctx, inputs, view)
         _size_inputs(ctx, inputs, n_scored)
+        _preview(ctx, inputs, view, score_field, method, n_scored)
 
-        kwargs = _size_kwargs(
-            ctx.params,
-            {
-                "size_mode": "fraction",
-                "size": max(1, n_scored // 10),
-                "fraction": 0.1,
-                "threshold": 0.5,
-            },
-        )
-        if method in ("topk", DEFAULT_METHOD) and ctx.params.get("dedup_threshold") is None:
-            try:
-                n_keep = zc.select_coreset(
-                    view, score_field=score_field, method="topk", **kwargs
-                ).count()
-                how = (
-                    f"highest '{score_field}' first"
-                    if method == "topk" or "threshold" in kwargs
-                    else "by the default method"
-                )
-                inputs.view(
-                    "preview",
-                    types.Notice(
-                        label=f"{n_keep:,} of {n_scored:,} scored samples will be kept ({how})"
-                    ),
-                )
-            except ValueError as e:
-                inputs.view("preview", types.Error(label=str(e)))
-        else:
-            inputs.view(
-                "preview",
-                types.Notice(
-                    label=f"Method '{method}' runs when you execute; the selection is recorded "
-                    "as a run (see docs/selection.md)"
-                ),
-            )
-
-        inputs.str(
+        dataset = view._root_dataset
+        name_prop = inputs.str(
             "view_name",
             label="Save as view",
             description="Leave empty to not save",
             required=False,
-            default="zcore_coreset",
+            default=_free_view_name(dataset, "zcore_coreset"),
         )
         inputs.str("tag", label="Tag samples", description="Leave empty to not tag", required=False)
         inputs.bool("overwrite", label="Overwrite an existing saved view", default=False)
         inputs.bool("show", label="Show the coreset in the App", default=True)
+        name = ctx.params.get("view_name")
+        try:
+            zc.check_view_name(dataset, name, overwrite=bool(ctx.params.get("overwrite", False)))
+        except ValueError as e:
+            name_prop.invalid = True
+            name_prop.error_message = str(e)
         return types.Property(inputs, view=types.View(label="Select coreset"))
 
     def execute(self, ctx):
@@ -489,15 +470,74 @@ def _sdk_ctx(sample_collection):
     return {"view": sample_collection, "params": {"view_target": "CURRENT_VIEW"}}
 
 
-def _vector_fields(view):
-    import fiftyone as fo
+def _form_error(inputs, name, message):
+    """An error shown in the form that also makes it invalid: Execute and Schedule are disabled,
+    and a programmatic call fails with ``message`` before ``execute`` runs."""
+    prop = inputs.view(name, types.Error(label=message))
+    prop.invalid = True
+    prop.error_message = message
+    return prop
 
-    def is_vector(field):
-        return isinstance(field, (fo.VectorField, fo.ArrayField)) or (
-            isinstance(field, fo.ListField)
-            and isinstance(field.field, (fo.FloatField, fo.IntField))
+
+def _free_view_name(dataset, base):
+    """``base``, or ``base_2``, ``base_3``... : the first name no saved view has (by name or
+    slug), so a default never opens the form in an error state."""
+    name, i = base, 1
+    while True:
+        try:
+            zc.check_view_name(dataset, name)
+            return name
+        except ValueError:
+            i += 1
+            name = f"{base}_{i}"
+
+
+def _preview(ctx, inputs, view, score_field, method, n_scored):
+    """How many samples the request keeps, before Execute; an invalid request (a size that
+    keeps nothing, a threshold above every score, a threshold with a method that takes a
+    budget) disables Execute with its reason."""
+    kwargs = _size_kwargs(
+        ctx.params,
+        {
+            "size_mode": "fraction",
+            "size": max(1, n_scored // 10),
+            "fraction": 0.1,
+            "threshold": 0.5,
+        },
+    )
+    spec = get_spec(method)
+    try:
+        if "threshold" in kwargs and method not in ("topk", DEFAULT_METHOD):
+            raise ValueError(
+                f"a score threshold applies to 'Top scores' only; keep a count or a fraction "
+                f"with '{spec.label}'"
+            )
+        n_keep = zc.select_coreset(view, score_field=score_field, method="topk", **kwargs).count()
+    except ValueError as e:
+        _form_error(inputs, "preview", str(e))
+        return
+    if n_keep == 0:
+        _form_error(
+            inputs, "preview", "This keeps no sample: lower the threshold or raise the size"
         )
+        return
+    if method == "topk" or "threshold" in kwargs:
+        how = f"highest '{score_field}' first"
+    elif method == DEFAULT_METHOD:
+        how = "by the default method"
+    else:
+        how = f"by {spec.label}"
+    upto = "Up to " if method == "target" else ""
+    inputs.view(
+        "preview",
+        types.Notice(label=f"{upto}{n_keep:,} of {n_scored:,} scored samples will be kept ({how})"),
+    )
 
+
+def _vector_fields(view):
+    """Vector fields of ``view`` that hold values (a declared field with no values, e.g. an
+    unused ``logits``, is not offered as embeddings)."""
+    is_vector = is_vector_field
     schema = view.get_field_schema(flat=True)
     names = [name for name, field in schema.items() if is_vector(field)]
     if view._has_frame_fields():  # frame-level embeddings: every frame is scored
@@ -512,7 +552,7 @@ def _vector_fields(view):
             for name, field in dynamic.items()
             if name.startswith(prefix) and (field is None or is_vector(field))
         ]
-    return sorted(set(names))
+    return sorted(f for f in set(names) if view.count(f) > 0)
 
 
 def _score_fields(view):

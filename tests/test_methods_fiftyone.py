@@ -194,7 +194,10 @@ def test_operator_form_shows_method_options_without_running(make_dataset):
     props = form(size_mode="size", size=5, method="cluster_balanced")
     for name in ("n_clusters", "quota", "keep", "embeddings", "seed", "run_key"):
         assert name in props, name
-    assert "runs when you execute" in props["preview"].view.label
+    # every method previews its count (it keeps exactly its budget), named by its label
+    assert (
+        props["preview"].view.label == "5 of 40 scored samples will be kept (by Cluster-balanced)"
+    )
     props = form(size_mode="fraction", method="stratified")
     assert "beta" in props and "drop" in props and "embeddings" not in props
     assert ds.list_runs() == []  # the form never selects with a method

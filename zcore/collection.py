@@ -536,11 +536,11 @@ def _select_with_method(
         )
     seed = recordable_seed(seed)
     if dedup_threshold is not None:  # before any work: the view it may save
-        _check_view_name(
+        check_view_name(
             samples._root_dataset,
             duplicates_view or f"{run_key}_duplicates",
-            overwrite,
-            "duplicates_view",
+            overwrite=overwrite,
+            what="duplicates_view",
         )
     level = level_of(samples)
     all_ids = level.ids()
@@ -664,10 +664,14 @@ def check_coreset_request(
     ``view_name`` that is free (by name and by slug) unless ``overwrite``. The operators call it
     before anything is written."""
     resolve_size(np.zeros(0), size=size, fraction=fraction, threshold=threshold)
-    _check_view_name(sample_collection._root_dataset, view_name, overwrite, "view_name")
+    check_view_name(
+        sample_collection._root_dataset, view_name, overwrite=overwrite, what="view_name"
+    )
 
 
-def _check_view_name(dataset, name, overwrite, what):
+def check_view_name(dataset, name, *, overwrite=False, what="view_name"):
+    """A saved-view name that is free on ``dataset`` (by name and by slug) unless
+    ``overwrite``; ``ValueError`` saying what to do otherwise. Empty names pass (nothing saved)."""
     if not name:
         return
     if not isinstance(name, str):
@@ -695,7 +699,7 @@ def save_coreset(sample_collection, view, *, view_name=None, tag=None, overwrite
     Returns the number of samples in the view.
     """
     dataset = sample_collection._root_dataset
-    _check_view_name(dataset, view_name, overwrite, "view_name")
+    check_view_name(dataset, view_name, overwrite=overwrite, what="view_name")
     count = view.count()
     if view_name:
         dataset.save_view(view_name, view, overwrite=overwrite)

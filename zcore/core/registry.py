@@ -208,8 +208,17 @@ def alias(name, *, target, target_options, label, help):
     return run
 
 
+def _registered():
+    """The registry, with every built-in method registered (they register when
+    :mod:`zcore.core.methods`, which imports the peers, is imported)."""
+    from . import methods  # noqa: F401
+
+    return _REGISTRY
+
+
 def get_spec(name):
     """The :class:`MethodSpec` called ``name``; ``ValueError`` listing the valid names."""
+    _registered()
     try:
         return _REGISTRY[name]
     except (KeyError, TypeError):
@@ -220,10 +229,10 @@ def get_spec(name):
 
 def method_names():
     """Every registered method, in registration order."""
-    return tuple(_REGISTRY)
+    return tuple(_registered())
 
 
 def app_methods():
     """The specs offered in the App's form: the default first, then in registration order."""
-    specs = [s for s in _REGISTRY.values() if s.app]
+    specs = [s for s in _registered().values() if s.app]
     return tuple(sorted(specs, key=lambda s: s.name != DEFAULT_METHOD))
