@@ -87,8 +87,8 @@ def size_kwargs(mode, value):
 
 # --- reading once: arrays per view, cached across events --------------------------------------
 
-CACHE_ENTRIES = 16  # arrays kept across events; one view with a compare field uses four
-CACHE_BYTES = 512 * 2**20  # and at most about this many bytes (the newest entry is always kept)
+CACHE_ENTRIES = 12  # values kept across events; one view with a compare field uses five
+CACHE_BYTES = 256 * 2**20  # and at most about this many bytes (the newest entry is always kept)
 
 
 class _Cache:
