@@ -5,6 +5,7 @@ The panel's numbers come from plain functions; these tests check them against
 operator executor (as the App does) and read the layout it sends.
 """
 
+import fiftyone as fo
 import fiftyone.operators as foo
 import numpy as np
 import pytest
@@ -188,3 +189,242 @@ def test_panel_buttons_save_and_tag_select_coresets_samples(scored):
     # the other buttons only send instructions to the App (set the view, open a form)
     for method in ("show_kept", "show_all", "run_select"):
         _call(scored, method, state)
+
+
+# --- reading once: each array is read once per event and kept across events -------------------
+
+
+@pytest.fixture(autouse=True)
+def _empty_panel_cache():
+    zp.CACHE.clear()
+    yield
+    zp.CACHE.clear()
+
+
+@pytest.fixture
+def reads(monkeypatch):
+    """The fields of every aggregation run on samples (``values``, ``count``, ``count_values``,
+    ...: every read of sample data through FiftyOne), one list per call."""
+    import fiftyone.core.collections as foc
+
+    calls = []
+    real = foc.SampleCollection.aggregate
+
+    def aggregate(self, aggregations, *args, **kwargs):
+        aggs = aggregations if isinstance(aggregations, (list, tuple)) else [aggregations]
+        calls.append([getattr(a, "field_name", None) for a in aggs])
+        return real(self, aggregations, *args, **kwargs)
+
+    monkeypatch.setattr(foc.SampleCollection, "aggregate", aggregate)
+    return calls
+
+
+@pytest.fixture
+def kmeans_fits(monkeypatch):
+    from sklearn.cluster import KMeans
+
+    fits = []
+    real = KMeans.fit_predict
+
+    def fit_predict(self, X, *args, **kwargs):
+        fits.append(X.shape)
+        return real(self, X, *args, **kwargs)
+
+    monkeypatch.setattr(KMeans, "fit_predict", fit_predict)
+    return fits
+
+
+def _read_fields(calls):
+    return sorted(f for call in calls for f in call if f != "id")
+
+
+def test_an_event_reads_each_field_once_and_the_next_event_reads_nothing(scored, reads):
+    state = {"mode": "size", "size": 13, "compare_field": "zc_seed1"}
+    props = _render(scored, state)
+    assert "Kept: 13 of 60" in _md(props, "summary")
+    # one pass per field: the score, the compared score, the labels (each with the ids)
+    assert _read_fields(reads) == ["ground_truth.label", "zc_seed1", "zcore_score"]
+    assert all(call[0] == "id" and len(call) == 2 for call in reads)
+    # other events (slider, mode, threshold, compare field) read no sample again
+    for state in (
+        {"mode": "size", "size": 21, "compare_field": "zc_seed1"},
+        {"mode": "fraction", "fraction": 0.25},
+        {"mode": "threshold", "threshold": 0.6, "compare_field": "zc_seed1"},
+    ):
+        reads.clear()
+        props = _render(scored, state)
+        assert reads == []
+        kwargs = {k: v for k, v in state.items() if k in ("size", "fraction", "threshold")}
+        want = zcore.select_coreset(scored, **kwargs, method="topk")
+        assert f"Kept: {want.count()} of 60" in _md(props, "summary")
+    o = zp.overlap(scored, "zcore_score", "zc_seed1", "threshold", 0.6)
+    assert f"Overlap: {o['n_both']}" in _md(props, "overlap_md")
+
+
+def test_kmeans_is_fitted_once_for_all_events(make_dataset, reads, kmeans_fits):
+    ds, _ = make_dataset(40, 6)
+    zcore.compute_zcore(ds, embeddings="embeddings", **FAST)
+    for state in ({}, {"fraction": 0.3}, {"mode": "size", "size": 7}, {"mode": "threshold"}):
+        props = _render(ds, state)
+        assert set(props["plots"].type.properties) == {"histogram", "classes"}
+    assert len(kmeans_fits) == 1 and kmeans_fits[0] == (40, 6)
+    assert _read_fields(reads) == ["embeddings", "zcore_score"]
+
+
+def test_the_clusters_shown_are_a_fresh_kmeans_fit(make_dataset):
+    """What the cached clusters give is what fitting k-means on the embeddings now gives."""
+    from sklearn.cluster import KMeans
+
+    ds, X = make_dataset(50, 6, missing=(3, 4))
+    zcore.compute_zcore(ds, embeddings="embeddings", **FAST)
+    props = _render(ds, {"mode": "size", "size": 12})
+    shown = props["plots"].type.properties["classes"].view.data
+    have = [i for i in range(50) if i not in (3, 4)]
+    labels = KMeans(n_clusters=8, n_init=3, random_state=0).fit_predict(X[have].astype(float))
+    by_id = dict(zip(np.array(ds.values("id"))[have], labels))
+    kept = [by_id[i] for i in zcore.select_coreset(ds, size=12, method="topk").values("id")]
+    full, sub = np.bincount(labels, minlength=8), np.bincount(kept, minlength=8)
+    order = np.argsort(-full, kind="stable")
+    assert shown[0]["x"] == [f"cluster {c}" for c in order]
+    assert shown[0]["y"] == pytest.approx([100 * full[c] / len(have) for c in order])
+    assert shown[1]["y"] == pytest.approx([100 * sub[c] / 12 for c in order])
+
+
+def _tied(make_dataset):
+    """60 samples whose ``zcore_score`` takes five values (ties everywhere), six unscored, and a
+    view whose order is not the id order."""
+    ds, _ = make_dataset(60, 4, labels=["cat", "dog", "dog", "bird"])
+    rng = np.random.default_rng(3)
+    values = [None if i % 10 == 0 else float(v) / 4 for i, v in enumerate(rng.integers(0, 5, 60))]
+    ds.set_values("zcore_score", values)
+    ds.set_values("zc_seed1", [float(v) for v in rng.integers(0, 3, 60)])
+    return ds, ds.sort_by("filepath", reverse=True).skip(3)
+
+
+@pytest.mark.parametrize(
+    "mode, value",
+    [("size", 1), ("size", 17), ("size", 1000), ("fraction", 0.33), ("threshold", 0.5)],
+)
+def test_kept_set_equals_select_coreset_with_ties(make_dataset, mode, value):
+    ds, view = _tied(make_dataset)
+    want = zcore.select_coreset(view, **{mode: value}, method="topk")
+    sel = zp._Data(view).selection("zcore_score", mode, value)
+    assert [i.decode() for i in sel.ids] == want.values("id")  # same samples, same order
+    assert sel.scores.tolist() == want.values("zcore_score")
+    assert sel.n_scored == view.exists("zcore_score").count()
+    # what the panel shows, against the database's own counts of select_coreset's view
+    props = _render(ds, {"mode": mode, mode: value, "compare_field": "zc_seed1"}, view=view)
+    assert f"Kept: {want.count()} of {sel.n_scored}" in _md(props, "summary")
+    counts = want.count_values("ground_truth.label")
+    dist = props["plots"].type.properties["classes"].view.data[1]
+    assert dist["y"] == pytest.approx([100 * counts.get(c, 0) / want.count() for c in dist["x"]])
+    # the compared field is cut at the control's value (a count is at most the scored count)
+    value = min(value, sel.n_scored) if mode == "size" else value
+    other = zcore.select_coreset(view, score_field="zc_seed1", **{mode: value}, method="topk")
+    both = len(set(want.values("id")) & set(other.values("id")))
+    assert f"**Overlap: {both}** samples" in _md(props, "overlap_md")
+
+
+def _summary(ds, view=None, state=None):
+    return _md(_render(ds, state or {"mode": "size", "size": 10}, view=view), "summary")
+
+
+def test_rescoring_is_seen(scored, reads):
+    assert "cut at zcore_score >= " in _summary(scored)
+    scored.set_values("zcore_score", [float(i) for i in range(60)])  # new scores: 59 .. 50 kept
+    reads.clear()
+    assert "Kept: 10 of 60** scored samples &nbsp; cut at zcore_score >= 50.0000" in _summary(
+        scored
+    )
+    assert "zcore_score" in _read_fields(reads)
+    # compute_zcore writes through its own writer (zcore.store): seen as well
+    zcore.compute_zcore(scored, embeddings="embeddings", overwrite=True, **{**FAST, "seed": 5})
+    want = zcore.select_coreset(scored, size=10, method="topk").values("zcore_score")
+    assert f"cut at zcore_score >= {min(want):.4f}" in _summary(scored)
+
+
+def test_tagging_is_seen(scored):
+    view = scored.match_tags("keep")
+    scored.take(20, seed=0).tag_samples("keep")
+    assert "Kept: 10 of 20" in _summary(scored, view)
+    scored.match_tags("keep", bool=False).take(15, seed=0).tag_samples("keep")
+    assert "Kept: 10 of 35" in _summary(scored, view)
+    scored.untag_samples("keep")
+    assert "Kept: 0 of 0" in _summary(scored, view)
+
+
+def test_added_and_deleted_samples_are_seen(scored):
+    assert "Kept: 10 of 60" in _summary(scored)
+    scored.add_samples(
+        [fo.Sample(filepath=f"/tmp/zcore-test/new_{i}.jpg", zcore_score=2.0 + i) for i in range(5)]
+    )
+    assert "Kept: 10 of 65" in _summary(scored)
+    assert "cut at zcore_score >= 2.0000" in _summary(scored, state={"mode": "size", "size": 5})
+    scored.delete_samples(scored.limit(8))
+    assert "Kept: 10 of 57" in _summary(scored)
+
+
+def test_deleted_and_recreated_fields_are_seen(scored):
+    props = _render(scored, {"compare_field": "zc_seed1"})
+    assert "overlap_md" in props
+    scored.delete_sample_field("zc_seed1")
+    props = _render(scored, {"compare_field": "zc_seed1"})
+    assert "compare_field" not in props and "overlap_md" not in props
+    # the same field again, empty: nothing scored (not the cached scores)
+    scored.delete_sample_field("zcore_score")
+    scored.add_sample_field("zcore_score", fo.FloatField)
+    assert "Kept: 0 of 0" in _summary(scored)
+    scored.delete_sample_field("zcore_score")
+    props = _render(scored, {})
+    assert "No score field" in _md(props, "empty")
+
+
+def test_new_runs_are_seen(scored):
+    assert "zc_new" not in _md(_render(scored, {}), "runs_md")
+    zcore.compute_zcore(scored, embeddings="embeddings", score_field="zc_new", **FAST)
+    props = _render(scored, {"score_field": "zc_new"})
+    assert "zc_new" in _md(props, "runs_md") and props["score_field"].type.values == [
+        "zc_new",
+        "zc_seed1",
+        "zcore_score",
+    ]
+    scored.delete_run("zc_new")
+    assert "zc_new" not in _md(_render(scored, {}), "runs_md")
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda ds: ds.set_values("zcore_score", [0.5] * 60),
+        lambda ds: ds.limit(3).tag_samples("x"),
+        lambda ds: ds.add_sample(fo.Sample(filepath="/tmp/zcore-test/x.jpg")),
+        lambda ds: ds.delete_samples(ds.limit(1)),
+        lambda ds: ds.delete_sample_field("zc_seed1"),
+        lambda ds: ds.delete_run("zc_seed1"),
+    ],
+    ids=["rescore", "tag", "add", "delete", "delete_field", "delete_run"],
+)
+def test_every_change_changes_the_stamp(scored, change):
+    view = scored.skip(2)
+    before = zp._stamp(view)
+    assert zp._stamp(view) == before and zp._stamp(scored.skip(2)) == before
+    change(scored)
+    assert zp._stamp(view) != before
+    # the view's identity does not depend on the stage objects (their uuids)
+    assert zp._identity(scored.skip(2)) == zp._identity(view) != zp._identity(scored.skip(3))
+
+
+def test_cache_is_bounded():
+    cache = zp._Cache(entries=3, max_bytes=1000)
+    for i in range(5):
+        assert cache.get(("view", i), "stamp", lambda i=i: i) == i
+    assert len(cache) == 3  # the least recently used went
+    assert cache.get(("view", 4), "stamp", lambda: "again") == 4  # a hit
+    assert cache.get(("view", 4), "new stamp", lambda: "again") == "again"  # a new stamp
+    assert len(cache) == 3
+    big = lambda: np.zeros(100)  # noqa: E731  (800 bytes)
+    cache.get(("view", "a"), "s", big)
+    cache.get(("view", "b"), "s", big)
+    assert len(cache) == 1  # the bytes bound: only the newest is kept
+    cache.get(("view", "c"), "s", lambda: np.zeros(1000))
+    assert len(cache) == 1  # even alone over the bound, the newest is kept

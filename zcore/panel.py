@@ -7,14 +7,28 @@ The kept set is always :func:`zcore.collection.select_coreset`'s with ``method="
 cuts the score histogram, so the count it shows is the count that a top-score selection keeps.
 The default selection method (``"auto"``, which is not a score cut) runs from the panel's
 "Run select_coreset…" button, whose form opens on it.
+
+Each event reads what it shows (a score field, a label field, the k-means clusters of an
+embeddings field, the runs) at most once, as arrays, and derives counts, histogram, cut and kept
+ids from them. The arrays are kept across events in a small module-level cache (:data:`CACHE`,
+least recently used, bounded in entries and bytes), keyed by the view (dataset, stages) and valid
+while a cheap change stamp of its dataset stays the same (:func:`_stamp`): moving the slider reads
+no samples again; re-scoring, tagging, adding or deleting samples or fields reads them anew.
 """
 
+import hashlib
+import json
+import threading
+from collections import OrderedDict, namedtuple
+
 import fiftyone as fo
+import fiftyone.core.view as fov
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 import numpy as np
 
 from . import collection as zc
+from .core.selection import select_top_indices
 
 MODES = ("fraction", "size", "threshold")
 MODE_LABELS = {"fraction": "Fraction", "size": "Count", "threshold": "Score threshold"}
@@ -71,9 +85,192 @@ def size_kwargs(mode, value):
     return {mode: float(value)}
 
 
+# --- reading once: arrays per view, cached across events --------------------------------------
+
+CACHE_ENTRIES = 12  # values kept across events; one view with a compare field uses five
+CACHE_BYTES = 256 * 2**20  # and at most about this many bytes (the newest entry is always kept)
+
+
+class _Cache:
+    """Least recently used values keyed by ``(view identity, what)``, each valid for the change
+    stamp it was read under: under another stamp it is read again and replaced."""
+
+    def __init__(self, entries=CACHE_ENTRIES, max_bytes=CACHE_BYTES):
+        self.entries, self.max_bytes = entries, max_bytes
+        self._items = OrderedDict()  # key -> (stamp, value, nbytes)
+        self._lock = threading.Lock()
+
+    def get(self, key, stamp, read):
+        with self._lock:
+            item = self._items.get(key)
+            if item is not None and item[0] == stamp:
+                self._items.move_to_end(key)
+                return item[1]
+        value = read()
+        with self._lock:
+            self._items[key] = (stamp, value, _nbytes(value))
+            self._items.move_to_end(key)
+            total = sum(item[2] for item in self._items.values())
+            while len(self._items) > 1 and (
+                len(self._items) > self.entries or total > self.max_bytes
+            ):
+                total -= self._items.popitem(last=False)[1][2]
+        return value
+
+    def clear(self):
+        with self._lock:
+            self._items.clear()
+
+    def __len__(self):
+        return len(self._items)
+
+
+#: The panel's arrays, shared by every event of this process (panels are created per event).
+CACHE = _Cache()
+
+
+def _nbytes(value):
+    if isinstance(value, np.ndarray):
+        return value.nbytes
+    if isinstance(value, (tuple, list)):
+        return 64 + sum(_nbytes(v) for v in value)
+    return 64
+
+
+def _identity(view):
+    """What ``view`` is, apart from its data: dataset ids, group slice, a digest of its stages."""
+    stages = view._serialize(include_uuids=False) if isinstance(view, fov.DatasetView) else []
+    digest = hashlib.sha1(json.dumps(stages, sort_keys=True, default=str).encode()).hexdigest()
+    root, ds = view._root_dataset, view._dataset
+    return str(root._doc.id), str(ds._doc.id), getattr(view, "group_slice", None), digest
+
+
+def _stamp(view):
+    """A cheap change stamp of the data behind ``view``: the dataset document's
+    ``last_modified_at`` and ``last_deletion_at`` (schema, runs, deleted samples), and per sample
+    (and frame) collection the newest ``last_modified_at`` (one indexed look-up: FiftyOne, and
+    zcore's own writer, set it on every sample added, edited, tagged or re-scored) and the number
+    of documents (collection metadata)."""
+    out = []
+    for ds in {id(d): d for d in (view._root_dataset, view._dataset)}.values():
+        out.append((ds._doc.last_modified_at, getattr(ds._doc, "last_deletion_at", None)))
+        colls = [ds._sample_collection]
+        if ds._frame_collection_name is not None:
+            colls.append(ds._frame_collection)
+        for coll in colls:
+            newest = coll.find_one({}, {"last_modified_at": 1}, sort=[("last_modified_at", -1)])
+            out.append(((newest or {}).get("last_modified_at"), coll.estimated_document_count()))
+    return tuple(out)
+
+
+#: One value per sample of a view, sorted by sample id (the order in which ``select_coreset``
+#: breaks score ties): ``ids`` (ObjectId hex, bytes), ``values`` and, for labels the class names
+#: of the codes in ``values``, for clusters the number of clusters.
+_Column = namedtuple("_Column", "ids values names", defaults=(None,))
+
+
+def _by_id(ids, values, names=None):
+    ids = np.array(ids, dtype="S24")  # ObjectId hex: its byte order is the ObjectId order
+    order = np.argsort(ids, kind="stable")
+    col = _Column(ids[order], np.asarray(values)[order], names)
+    col.ids.setflags(write=False)
+    col.values.setflags(write=False)
+    return col
+
+
+def _read_scores(view, path):
+    ids, values = view.values(["id", path])  # one pass over the samples
+    return _by_id(ids, np.array([np.nan if v is None else v for v in values], dtype=np.float64))
+
+
+def _read_labels(view, label_field):
+    ids, labels = view.values(["id", f"{label_field}.label"])
+    names = sorted({v for v in labels if v is not None}, key=str)
+    code = {c: i for i, c in enumerate(names)}
+    codes = np.array([-1 if v is None else code[v] for v in labels], dtype=np.int64)
+    return _by_id(ids, codes, names)
+
+
+def _read_clusters(view, embeddings_field, k):
+    """k-means clusters (fixed seed) of the embeddings, -1 where a sample has none; ``None`` when
+    fewer than two samples have one."""
+    from sklearn.cluster import KMeans
+
+    ids, vecs = view.values(["id", embeddings_field])
+    have = [i for i, v in enumerate(vecs) if v is not None]
+    if len(have) < 2:
+        return None
+    X = np.asarray([np.ravel(vecs[i]) for i in have], dtype=np.float64)
+    k = min(k, len(have))
+    codes = np.full(len(ids), -1, dtype=np.int64)
+    codes[have] = KMeans(n_clusters=k, n_init=3, random_state=0).fit_predict(X)
+    return _by_id(ids, codes, k)
+
+
+def _at(col, ids):
+    """``col``'s values of the samples ``ids`` (those not in ``col`` are left out)."""
+    ids = np.asarray(ids, dtype="S24")
+    if not len(col.ids) or not len(ids):
+        return col.values[:0]
+    pos = np.minimum(np.searchsorted(col.ids, ids), len(col.ids) - 1)
+    return col.values[pos[col.ids[pos] == ids]]
+
+
+#: What the control keeps: kept ``ids`` and ``scores`` (best first), ``n_scored``, ``cut``.
+_Selection = namedtuple("_Selection", "ids scores n_scored cut")
+
+
+def _select(col, mode, value):
+    """``select_coreset(method="topk")``'s kept set, from a score column: the top scores, ties
+    by lower id (the column is in id order, and ties go to the lower index)."""
+    idx = select_top_indices(col.values, **size_kwargs(mode, value))
+    kept = col.values[idx]
+    n_scored = int(np.count_nonzero(~np.isnan(col.values)))
+    return _Selection(col.ids[idx], kept, n_scored, float(kept.min()) if len(kept) else None)
+
+
+class _Data:
+    """The data of one view for one event: each array is read at most once, and reused across
+    events (:data:`CACHE`) while the view's change stamp stays the same."""
+
+    def __init__(self, view):
+        self.view = view
+        self._identity = _identity(view)
+        self._stamp = _stamp(view)
+
+    def _get(self, what, read):
+        return CACHE.get((self._identity, what), self._stamp, read)
+
+    def scores(self, field):
+        path = zc.score_field_path(self.view, field)
+        return self._get(("scores", path), lambda: _read_scores(self.view, path))
+
+    def scored(self, field):
+        """The scores that exist (any order)."""
+        values = self.scores(field).values
+        return values[~np.isnan(values)]
+
+    def selection(self, field, mode, value):
+        return _select(self.scores(field), mode, value)
+
+    def labels(self, label_field):
+        return self._get(("labels", label_field), lambda: _read_labels(self.view, label_field))
+
+    def clusters(self, embeddings_field, k=8):
+        read = lambda: _read_clusters(self.view, embeddings_field, k)  # noqa: E731
+        return self._get(("clusters", embeddings_field, k), read)
+
+    def runs(self):
+        return self._get(("runs",), lambda: _runs_rows(self.view))
+
+    def embeddings_of(self, score_field):
+        read = lambda: _recorded_embeddings(self.view, score_field)  # noqa: E731
+        return self._get(("embeddings_of", score_field), read)
+
+
 def scores_of(view, field):
-    values = view.values(field)
-    return np.array([v for v in values if v is not None], dtype=np.float64)
+    """The scores of ``field`` that exist in ``view`` (sorted by sample id)."""
+    return _Data(view).scored(field)
 
 
 def coreset_summary(view, field, mode, value):
@@ -83,48 +280,39 @@ def coreset_summary(view, field, mode, value):
     (``None`` when nothing is kept).
     """
     kept = zc.select_coreset(view, score_field=field, method="topk", **size_kwargs(mode, value))
-    kept_scores = scores_of(kept, field)
-    return {
-        "kept": kept,
-        "n_keep": len(kept_scores),
-        "n_scored": int(view.exists(field).count()),
-        "cut": float(kept_scores.min()) if len(kept_scores) else None,
-    }
+    sel = _Data(view).selection(field, mode, value)
+    return {"kept": kept, "n_keep": len(sel.ids), "n_scored": sel.n_scored, "cut": sel.cut}
 
 
 def histogram(view, field, kept=None, bins=HIST_BINS, cut=None):
     """Plotly ``(data, layout)``: the score histogram of ``view``, the kept samples' histogram
     over the same bins, and a vertical line at ``cut``."""
-    scores = scores_of(view, field)
+    kept_scores = None if kept is None else scores_of(kept, field)
+    return histogram_plot(scores_of(view, field), field, kept_scores, bins=bins, cut=cut)
+
+
+def histogram_plot(scores, field, kept_scores=None, bins=HIST_BINS, cut=None):
+    """:func:`histogram` from the score arrays."""
     lo, hi = (float(scores.min()), float(scores.max())) if len(scores) else (0.0, 1.0)
     if not hi > lo:
         hi = lo + 1.0
     edges = np.linspace(lo, hi, bins + 1)
-    counts, _ = np.histogram(scores, bins=edges)
     centers = ((edges[:-1] + edges[1:]) / 2).tolist()
     width = float(edges[1] - edges[0])
+    traces = [("all", scores, ALL_COLOR)]
+    if kept_scores is not None:
+        traces.append(("kept", kept_scores, KEPT_COLOR))
     data = [
         {
             "type": "bar",
-            "name": "all",
+            "name": name,
             "x": centers,
-            "y": counts.tolist(),
+            "y": np.histogram(values, bins=edges)[0].tolist(),
             "width": width,
-            "marker": {"color": ALL_COLOR},
+            "marker": {"color": color},
         }
+        for name, values, color in traces
     ]
-    if kept is not None:
-        kept_counts, _ = np.histogram(scores_of(kept, field), bins=edges)
-        data.append(
-            {
-                "type": "bar",
-                "name": "kept",
-                "x": centers,
-                "y": kept_counts.tolist(),
-                "width": width,
-                "marker": {"color": KEPT_COLOR},
-            }
-        )
     layout = {
         "barmode": "overlay",
         "height": 260,
@@ -155,14 +343,19 @@ def histogram(view, field, kept=None, bins=HIST_BINS, cut=None):
 def class_distribution(view, kept, label_field):
     """``{"classes", "all", "kept"}``: counts per class of ``label_field`` in the full and kept
     sets (classes sorted by full count, descending; ``None`` labels are left out)."""
-    path = f"{label_field}.label"
-    full = {k: v for k, v in view.count_values(path).items() if k is not None}
-    sub = {k: v for k, v in kept.count_values(path).items() if k is not None}
-    classes = sorted(full, key=lambda c: (-full[c], str(c)))
+    return _class_shares(_Data(view).labels(label_field), kept.values("id"))
+
+
+def _class_shares(labels, kept_ids):
+    n = len(labels.names)
+    full = np.bincount(labels.values[labels.values >= 0], minlength=n)
+    kept = _at(labels, kept_ids)
+    sub = np.bincount(kept[kept >= 0], minlength=n)
+    order = sorted(range(n), key=lambda c: (-full[c], str(labels.names[c])))
     return {
-        "classes": classes,
-        "all": [full[c] for c in classes],
-        "kept": [sub.get(c, 0) for c in classes],
+        "classes": [labels.names[c] for c in order],
+        "all": [int(full[c]) for c in order],
+        "kept": [int(sub[c]) for c in order],
     }
 
 
@@ -199,15 +392,19 @@ def distribution_plot(dist, title):
 
 def overlap(view, field_a, field_b, mode, value):
     """Agreement of two score fields at the same size: ``{"n_a", "n_b", "n_both", "jaccard"}``."""
-    kwargs = size_kwargs(mode, value)
-    a = set(zc.select_coreset(view, score_field=field_a, method="topk", **kwargs).values("id"))
-    b = set(zc.select_coreset(view, score_field=field_b, method="topk", **kwargs).values("id"))
-    union = len(a | b)
+    data = _Data(view)
+    a, b = (data.selection(f, mode, value).ids for f in (field_a, field_b))
+    return _overlap(a, b)
+
+
+def _overlap(a, b):
+    both = len(np.intersect1d(a, b))
+    union = len(a) + len(b) - both
     return {
         "n_a": len(a),
         "n_b": len(b),
-        "n_both": len(a & b),
-        "jaccard": len(a & b) / union if union else 1.0,
+        "n_both": both,
+        "jaccard": both / union if union else 1.0,
     }
 
 
@@ -227,6 +424,10 @@ _RUN_COLUMNS = (
 
 def runs_table(view):
     """One row (dict) per recorded ``compute_zcore`` run: key, parameters, seed, timestamp."""
+    return [dict(r) for r in _Data(view).runs()]
+
+
+def _runs_rows(view):
     rows = []
     for key in zc.list_zcore_runs(view):
         info = view.get_run_info(key)
@@ -243,20 +444,15 @@ def cluster_distribution(view, kept, embeddings_field, k=8):
     """For unlabelled data: k-means clusters (k <= 8, fixed seed) of ``embeddings_field``,
     ``{"classes", "all", "kept"}`` as :func:`class_distribution` (samples without embeddings are
     left out)."""
-    from sklearn.cluster import KMeans
+    clusters = _Data(view).clusters(embeddings_field, k)
+    return None if clusters is None else _cluster_shares(clusters, kept.values("id"))
 
-    ids = view.values("id")
-    vecs = view.values(embeddings_field)
-    have = [i for i, v in enumerate(vecs) if v is not None]
-    if len(have) < 2:
-        return None
-    X = np.asarray([np.ravel(vecs[i]) for i in have], dtype=np.float64)
-    k = min(k, len(have))
-    labels = KMeans(n_clusters=k, n_init=3, random_state=0).fit_predict(X)
-    by_id = {ids[i]: int(c) for i, c in zip(have, labels)}
-    kept_labels = [by_id[i] for i in kept.values("id") if i in by_id]
-    full = np.bincount(labels, minlength=k)
-    sub = np.bincount(np.asarray(kept_labels, dtype=np.int64), minlength=k)
+
+def _cluster_shares(clusters, kept_ids):
+    k = clusters.names
+    full = np.bincount(clusters.values[clusters.values >= 0], minlength=k)
+    kept = _at(clusters, kept_ids)
+    sub = np.bincount(kept[kept >= 0], minlength=k)
     order = np.argsort(-full, kind="stable")
     return {
         "classes": [f"cluster {c}" for c in order],
@@ -267,6 +463,10 @@ def cluster_distribution(view, kept, embeddings_field, k=8):
 
 def run_embeddings_field(view, score_field):
     """The embeddings field that the latest run writing ``score_field`` used, if one exists."""
+    return _Data(view).embeddings_of(score_field)
+
+
+def _recorded_embeddings(view, score_field):
     fields = zc.recorded_embeddings(view, score_field.split(".")[-1])
     return fields if isinstance(fields, str) else None
 
@@ -351,34 +551,35 @@ class CoresetPanel(foo.Panel):
         it was selected from."""
         return selection_base(ctx.view)
 
-    def _controls(self, ctx, view):
+    def _controls(self, ctx, data):
         state = ctx.panel.state
-        fields = score_fields(view)
+        fields = score_fields(data.view)
         field = state.get("score_field")
         if field not in fields:
             field = default_score_field(fields)
         mode = state.get("mode") if state.get("mode") in MODES else "fraction"
-        n = int(view.exists(field).count()) if field else 0
+        s = data.scored(field) if field else np.zeros(0)
+        n = len(s)
+        lo, hi = (float(s.min()), float(s.max())) if n else (0.0, 1.0)
         value = state.get(mode)
         if mode == "size":
             default = max(1, n // 10)
             value = default if value is None else int(min(max(int(value), 0), n))
         elif mode == "threshold":
-            s = scores_of(view, field)
-            lo, hi = (float(s.min()), float(s.max())) if len(s) else (0.0, 1.0)
-            default = float(np.quantile(s, 0.9)) if len(s) else 0.5
+            default = float(np.quantile(s, 0.9)) if n else 0.5
             # a threshold left from another score field may be out of this one's range
             value = default if value is None or not lo <= float(value) <= hi else float(value)
         else:
             default = 0.1
             value = default if value is None else float(min(max(float(value), 0.0), 1.0))
-        return fields, field, mode, value, n, default
+        return _Controls(fields, field, mode, value, n, default, lo, hi)
 
     def _selection(self, ctx):
-        view = self._view(ctx)
-        _, field, mode, value, _, _ = self._controls(ctx, view)
-        kept = zc.select_coreset(view, score_field=field, method="topk", **size_kwargs(mode, value))
-        return view, field, kept
+        data = _Data(self._view(ctx))
+        c = self._controls(ctx, data)
+        kwargs = size_kwargs(c.mode, c.value)
+        kept = zc.select_coreset(data.view, score_field=c.field, method="topk", **kwargs)
+        return data.view, c.field, kept
 
     # --- buttons
 
@@ -409,38 +610,52 @@ class CoresetPanel(foo.Panel):
         ctx.ops.reload_samples()
 
     def run_select(self, ctx):
-        view = self._view(ctx)
-        _, field, mode, value, _, _ = self._controls(ctx, view)
-        params = {"score_field": field, "size_mode": mode, **size_kwargs(mode, value)}
+        c = self._controls(ctx, _Data(self._view(ctx)))
+        params = {"score_field": c.field, "size_mode": c.mode, **size_kwargs(c.mode, c.value)}
         ctx.prompt(SELECT_URI, params=params)
 
     def run_compute(self, ctx):
         ctx.prompt(COMPUTE_URI)
 
-    # --- layout
+    # --- layout: one method per section, top to bottom
 
     def render(self, ctx):
         panel = types.Object()
-        view = self._view(ctx)
-        fields, field, mode, value, n, default = self._controls(ctx, view)
-        if not fields:
-            panel.md(
-                "### No score field yet\nRun **ZCore: compute coreset scores** first (or add any "
-                "float field, e.g. `uniqueness`).",
-                name="empty",
-            )
-            panel.btn("compute", label="Compute ZCore scores", on_click=self.run_compute)
-            return types.Property(panel, view=types.GridView(orientation="vertical"))
+        data = _Data(self._view(ctx))
+        c = self._controls(ctx, data)
+        if not c.fields:
+            return self._render_empty(panel)
+        self._render_controls(panel, c)
+        try:
+            sel = data.selection(c.field, c.mode, c.value)
+        except ValueError as e:
+            panel.view("error", types.Error(label=str(e)))
+            return _layout(panel)
+        self._render_summary(panel, c, sel)
+        plots = panel.v_stack("plots", gap=1)
+        self._render_histogram(plots, data, c, sel)
+        self._render_distribution(ctx, panel, plots, data, c, sel)
+        self._render_actions(ctx, panel)
+        self._render_compare(ctx, panel, data, c, sel)
+        self._render_runs(panel, data)
+        return _layout(panel, gap=2)
 
-        choices = types.DropdownView()
-        for f in fields:
-            choices.add_choice(f, label=f)
+    def _render_empty(self, panel):
+        panel.md(
+            "### No score field yet\nRun **ZCore: compute coreset scores** first (or add any "
+            "float field, e.g. `uniqueness`).",
+            name="empty",
+        )
+        panel.btn("compute", label="Compute ZCore scores", on_click=self.run_compute)
+        return _layout(panel)
+
+    def _render_controls(self, panel, c):
         panel.enum(
             "score_field",
-            fields,
-            default=default_score_field(fields),
+            c.fields,
+            default=default_score_field(c.fields),
             label="Score field",
-            view=choices,
+            view=_dropdown(c.fields),
             on_change=self.on_change,
         )
         modes = types.RadioGroup(orientation="horizontal")
@@ -449,81 +664,79 @@ class CoresetPanel(foo.Panel):
         panel.enum(
             "mode", MODES, default="fraction", label="Keep by", view=modes, on_change=self.on_change
         )
-        if mode == "size":
+        self._render_slider(panel, c)
+
+    def _render_slider(self, panel, c):
+        if c.mode == "size":
             panel.int(
                 "size",
                 label="Count",
-                default=default,
+                default=c.default,
                 min=0,
-                max=n,
-                view=types.SliderView(componentsProps={"slider": _slider(0, n, 1)}),
+                max=c.n,
+                view=_slider_view(0, c.n, 1),
                 on_change=self.on_change,
             )
-        elif mode == "threshold":
-            s = scores_of(view, field)
-            lo, hi = (float(s.min()), float(s.max())) if len(s) else (0.0, 1.0)
-            step = (hi - lo) / 200 if hi > lo else 0.01
+        elif c.mode == "threshold":
+            step = (c.hi - c.lo) / 200 if c.hi > c.lo else 0.01
             panel.float(
                 "threshold",
                 label="Keep scores >=",
-                default=default,
-                view=types.SliderView(componentsProps={"slider": _slider(lo, hi, step)}),
+                default=c.default,
+                view=_slider_view(c.lo, c.hi, step),
                 on_change=self.on_change,
             )
         else:
             panel.float(
                 "fraction",
                 label="Fraction",
-                default=default,
+                default=c.default,
                 min=0.0,
                 max=1.0,
-                view=types.SliderView(componentsProps={"slider": _slider(0.0, 1.0, 0.01)}),
+                view=_slider_view(0.0, 1.0, 0.01),
                 on_change=self.on_change,
             )
 
-        try:
-            summary = coreset_summary(view, field, mode, value)
-        except ValueError as e:
-            panel.view("error", types.Error(label=str(e)))
-            return types.Property(panel, view=types.GridView(orientation="vertical"))
-        kept = summary["kept"]
-        cut = "" if summary["cut"] is None else f" &nbsp; cut at {field} >= {summary['cut']:.4f}"
+    def _render_summary(self, panel, c, sel):
+        cut = "" if sel.cut is None else f" &nbsp; cut at {c.field} >= {sel.cut:.4f}"
         panel.md(
-            f"**Kept: {summary['n_keep']:,} of {summary['n_scored']:,}** scored samples{cut}",
-            name="summary",
+            f"**Kept: {len(sel.ids):,} of {sel.n_scored:,}** scored samples{cut}", name="summary"
         )
 
-        plots = panel.v_stack("plots", gap=1)
-        data, layout = histogram(view, field, kept=kept, cut=summary["cut"])
-        plots.plot("histogram", data=data, layout=layout, config=_PLOT_CONFIG)
-        dist_title, dist = None, None
-        labels = label_fields(view)
+    def _render_histogram(self, plots, data, c, sel):
+        hist, layout = histogram_plot(data.scored(c.field), c.field, sel.scores, cut=sel.cut)
+        plots.plot("histogram", data=hist, layout=layout, config=_PLOT_CONFIG)
+
+    def _render_distribution(self, ctx, panel, plots, data, c, sel):
+        """Class shares of a label field, or, without labels, k-means clusters of the run's
+        embeddings; and the label field's selector when there are several."""
+        labels = label_fields(data.view)
+        dist, title = None, None
         if labels:
             label_field = ctx.panel.state.get("label_field")
             label_field = label_field if label_field in labels else labels[0]
-            dist = class_distribution(view, kept, label_field)
-            dist_title = f"{label_field}: class shares"
+            dist = _class_shares(data.labels(label_field), sel.ids)
+            title = f"{label_field}: class shares"
         else:
-            emb = run_embeddings_field(view, field)
-            if emb is not None:
-                dist = cluster_distribution(view, kept, emb)
-                dist_title = f"k-means clusters of {emb} (no labels)"
+            emb = data.embeddings_of(c.field)
+            clusters = None if emb is None else data.clusters(emb)
+            if clusters is not None:
+                dist = _cluster_shares(clusters, sel.ids)
+                title = f"k-means clusters of {emb} (no labels)"
         if dist is not None:
-            data, layout = distribution_plot(dist, dist_title)
-            plots.plot("classes", data=data, layout=layout, config=_PLOT_CONFIG)
+            dist_data, layout = distribution_plot(dist, title)
+            plots.plot("classes", data=dist_data, layout=layout, config=_PLOT_CONFIG)
         if len(labels) > 1:
-            lv = types.DropdownView()
-            for f in labels:
-                lv.add_choice(f, label=f)
             panel.enum(
                 "label_field",
                 labels,
                 default=labels[0],
                 label="Class field",
-                view=lv,
+                view=_dropdown(labels),
                 on_change=self.on_change,
             )
 
+    def _render_actions(self, ctx, panel):
         actions = panel.h_stack("actions", align_x="left", gap=1)
         actions.btn(
             "show_kept", label="Show kept set", on_click=self.show_kept, variant="contained"
@@ -536,50 +749,61 @@ class CoresetPanel(foo.Panel):
             variant="outlined",
         )
         names = panel.h_stack("save_row", align_x="left", gap=1)
-        names.str(
-            "view_name",
-            label="View name",
-            default="zcore_coreset",
-        )
+        names.str("view_name", label="View name", default="zcore_coreset")
         names.btn("save_view", label="Save as view", on_click=self.save_view, variant="outlined")
-        names.str(
-            "tag",
-            label="Tag",
-            default="coreset",
-        )
+        names.str("tag", label="Tag", default="coreset")
         names.btn("tag_kept", label="Tag kept samples", on_click=self.tag_kept, variant="outlined")
         if ctx.panel.state.get("last_action"):
             panel.md(ctx.panel.state.get("last_action"), name="last_action_md")
 
-        others = [f for f in fields if f != field]
-        if others:
-            cv = types.DropdownView()
-            for f in others:
-                cv.add_choice(f, label=f)
-            other = ctx.panel.state.get("compare_field")
-            panel.enum(
-                "compare_field",
-                others,
-                label="Compare with",
-                description="Overlap of the two kept sets at the chosen size",
-                view=cv,
-                on_change=self.on_change,
+    def _render_compare(self, ctx, panel, data, c, sel):
+        others = [f for f in c.fields if f != c.field]
+        if not others:
+            return
+        panel.enum(
+            "compare_field",
+            others,
+            label="Compare with",
+            description="Overlap of the two kept sets at the chosen size",
+            view=_dropdown(others),
+            on_change=self.on_change,
+        )
+        other = ctx.panel.state.get("compare_field")
+        if other in others:
+            o = _overlap(sel.ids, data.selection(other, c.mode, c.value).ids)
+            panel.md(
+                f"**Overlap: {o['n_both']:,}** samples kept by both ({c.field}: "
+                f"{o['n_a']:,}, {other}: {o['n_b']:,}; Jaccard {o['jaccard']:.2f})",
+                name="overlap_md",
             )
-            if other in others:
-                o = overlap(view, field, other, mode, value)
-                panel.md(
-                    f"**Overlap: {o['n_both']:,}** samples kept by both ({field}: "
-                    f"{o['n_a']:,}, {other}: {o['n_b']:,}; Jaccard {o['jaccard']:.2f})",
-                    name="overlap_md",
-                )
 
-        rows = runs_table(view)
-        if rows:
-            lines = ["| run | embeddings | seed | points | neighbours |", "|---|---|---|---|---|"]
-            for r in rows:
-                lines.append(
-                    f"| {r['key']} | {r['embeddings']} | {r['seed']} | {r['n_samples']} | "
-                    f"{r['redund_nn']} |"
-                )
-            panel.md("**ZCore runs**\n\n" + "\n".join(lines), name="runs_md")
-        return types.Property(panel, view=types.GridView(orientation="vertical", gap=2))
+    def _render_runs(self, panel, data):
+        rows = data.runs()
+        if not rows:
+            return
+        lines = ["| run | embeddings | seed | points | neighbours |", "|---|---|---|---|---|"]
+        for r in rows:
+            lines.append(
+                f"| {r['key']} | {r['embeddings']} | {r['seed']} | {r['n_samples']} | "
+                f"{r['redund_nn']} |"
+            )
+        panel.md("**ZCore runs**\n\n" + "\n".join(lines), name="runs_md")
+
+
+#: The control values of one event (see :meth:`CoresetPanel._controls`).
+_Controls = namedtuple("_Controls", "fields field mode value n default lo hi")
+
+
+def _dropdown(choices):
+    view = types.DropdownView()
+    for f in choices:
+        view.add_choice(f, label=f)
+    return view
+
+
+def _slider_view(lo, hi, step):
+    return types.SliderView(componentsProps={"slider": _slider(lo, hi, step)})
+
+
+def _layout(panel, **kwargs):
+    return types.Property(panel, view=types.GridView(orientation="vertical", **kwargs))
