@@ -17,6 +17,7 @@ Levels: a collection is scored where its embeddings live.
 import os
 import time
 import warnings
+import zlib
 
 import fiftyone as fo
 import numpy as np
@@ -1109,7 +1110,7 @@ def _load_embeddings(level, embeddings):
         columns = []
         for f in fields:
             # label attributes of patches may be undeclared (dynamic): then read them anyway
-            col = [_as_vector(v) for v in level.read(f)] if f in schema or "." in f else None
+            col = _read_vectors(level, f) if f in schema or "." in f else None
             if col is None or (f not in schema and all(v is None for v in col)):
                 vectors = sorted(k for k, v in schema.items() if _is_vector_field(v))
                 raise ValueError(
@@ -1128,11 +1129,7 @@ def _load_embeddings(level, embeddings):
                     f"embeddings field {f!r} holds vectors of different lengths "
                     f"{sorted(lengths)[:5]}; recompute them with one model"
                 )
-            parts.append(
-                np.asarray(rows, dtype=np.float32).reshape(len(rows), -1)
-                if rows
-                else np.empty((0, 1), np.float32)
-            )
+            parts.append(_stack_rows(f, rows) if rows else np.empty((0, 1), np.float32))
         kept_ids = [ids[i] for i in keep]
         X = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
         if len(kept_ids) >= 3:
@@ -1172,6 +1169,26 @@ def _check_real_vectors(field, rows):
             f"embeddings field {field!r} holds {kind} values; ZCore needs real-valued vectors "
             "(store e.g. np.abs(v) or the real and imaginary parts side by side)"
         )
+
+
+def _stack_rows(field, rows):
+    try:
+        return np.asarray(rows, dtype=np.float32).reshape(len(rows), -1)
+    except ValueError:  # numpy's "inhomogeneous shape" says nothing of the field
+        raise ValueError(
+            f"embeddings field {field!r} holds nested lists or vectors of different shapes; "
+            "store one flat vector of numbers per sample (recompute the embeddings)"
+        ) from None
+
+
+def _read_vectors(level, field):
+    """The values of ``field``, one per unit; FiftyOne's own decoding errors (zlib, numpy) become
+    a message that names the field and says what to do."""
+    try:
+        values = level.read(field)
+    except (zlib.error, ValueError, TypeError, EOFError) as e:
+        raise ValueError(store.undecodable_message(field, e)) from None
+    return [_as_vector(v) for v in values]
 
 
 def _as_vector(value):
