@@ -247,6 +247,47 @@ def test_a_listed_hostile_cluster_runs_code_here_by_design(hostile, make_dataset
     os.remove(marker)
 
 
+def _good_nearest(rows=4, dim=2, lo=10):
+    return (np.zeros(rows), np.arange(lo, lo + rows, dtype=np.int64), np.zeros((rows, dim)))
+
+
+@pytest.mark.parametrize(
+    "answer,match",
+    [
+        (lambda a: list(a), "with \\(list\\), not 3 numpy array"),
+        (lambda a: a[:2], "with \\(ndarray, ndarray\\), not 3"),
+        (lambda a: (a[0].astype(np.float32), *a[1:]), "dtype float32 and shape \\(4,\\)"),
+        (lambda a: (a[0], a[1].astype(float), a[2]), "dtype float64 and shape \\(4,\\)"),
+        (lambda a: (a[0], a[1], a[2][:, :1]), "dtype float64 and shape \\(4, 1\\)"),
+        (lambda a: (a[0], a[1] + 100, a[2]), "sample indices outside its rows"),
+        (lambda a: (np.full(4, np.nan), a[1], a[2]), "NaN values"),
+        (lambda a: (a[0].view(np.memmap), a[1], a[2]), "not 3 numpy array"),
+    ],
+)
+def test_malformed_shard_answers_are_refused_with_a_message(answer, match):
+    from zcore.core.dask_backend import _nearest_answer
+
+    bounds = [0, 10, 20]
+    got = _nearest_answer(_good_nearest(), bounds, 1, 4, 2)  # a well-formed one passes
+    assert got[1].tolist() == [10, 11, 12, 13]
+    with pytest.raises(ValueError, match=f"answered Shard.nearest for shard 1 {match}|{match}"):
+        _nearest_answer(answer(_good_nearest()), bounds, 1, 4, 2)
+
+
+def test_malformed_within_answers_are_refused():
+    from zcore.core.dask_backend import _within_answer
+
+    bounds = [0, 10]
+    good = (np.array([1, 2]), np.zeros(3), np.array([1, 2, 3]))
+    assert _within_answer(good, bounds, 0, 2)[0].tolist() == [1, 2]
+    with pytest.raises(ValueError, match="counts that do not match its candidates"):
+        _within_answer((np.array([1, 1]), np.zeros(3), np.array([1, 2, 3])), bounds, 0, 2)
+    with pytest.raises(ValueError, match="counts that do not match"):
+        _within_answer((np.array([-1, 4]), np.zeros(3), np.array([1, 2, 3])), bounds, 0, 2)
+    with pytest.raises(ValueError, match="sample indices outside its rows"):
+        _within_answer((np.array([1, 2]), np.zeros(3), np.array([1, 2, 10])), bounds, 0, 2)
+
+
 # --- TLS ----------------------------------------------------------------------------------------
 
 

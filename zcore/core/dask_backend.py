@@ -404,6 +404,9 @@ def _score(
 # any check, so the real defence is to connect only to clusters you control (dask_access).
 
 
+_F8, _I8 = np.dtype(np.float64), np.dtype(np.int64)
+
+
 def _bad_answer(method, shard, got):
     return ValueError(
         f"a Dask worker answered Shard.{method} for shard {shard} with {got}: the workers run "
@@ -413,15 +416,15 @@ def _bad_answer(method, shard, got):
 
 
 def _arrays(answer, method, shard, specs):
-    """``answer`` as a tuple of plain arrays matching ``specs`` = ``(dtype kinds, shape)``
-    (``None`` in a shape: any length)."""
+    """``answer`` as a tuple of plain arrays matching ``specs`` = ``(dtype, shape)`` (``None``
+    in a shape: any length). The dtypes are exact: float32 distances, say, would change ties."""
     parts = answer if type(answer) is tuple else (answer,)
     if len(parts) != len(specs) or any(type(a) is not np.ndarray for a in parts):
         names = ", ".join(type(a).__name__ for a in parts)
         raise _bad_answer(method, shard, f"({names}), not {len(specs)} numpy array(s)")
-    for a, (kinds, shape) in zip(parts, specs):
+    for a, (dtype, shape) in zip(parts, specs):
         if (
-            a.dtype.kind not in kinds
+            a.dtype != dtype
             or a.ndim != len(shape)
             or any(want is not None and got != want for got, want in zip(a.shape, shape))
         ):
@@ -438,19 +441,19 @@ def _in_shard(idx, bounds, method, shard):
 
 def _nearest_answer(answer, bounds, shard, rows, sample_dim):
     dist, idx, vals = _arrays(
-        answer, "nearest", shard, [("f", (rows,)), ("iu", (rows,)), ("f", (rows, sample_dim))]
+        answer, "nearest", shard, [(_F8, (rows,)), (_I8, (rows,)), (_F8, (rows, sample_dim))]
     )
     _in_shard(idx, bounds, "nearest", shard)
     return dist, idx, vals
 
 
 def _quantiles_answer(answer, shard, rows, n_ranks):
-    return _arrays(answer, "neighbours", shard, [("f", (rows, n_ranks))])[0]
+    return _arrays(answer, "neighbours", shard, [(_F8, (rows, n_ranks))])[0]
 
 
 def _within_answer(answer, bounds, shard, rows):
     counts, d, i = _arrays(
-        answer, "within", shard, [("iu", (rows,)), ("f", (None,)), ("iu", (None,))]
+        answer, "within", shard, [(_I8, (rows,)), (_F8, (None,)), (_I8, (None,))]
     )
     if (counts < 0).any() or int(counts.sum()) != d.size or d.size != i.size:
         raise _bad_answer("within", shard, "counts that do not match its candidates")
