@@ -1187,7 +1187,7 @@ def _read_vectors(level, field):
     try:
         values = level.read(field)
     except (zlib.error, ValueError, TypeError, EOFError) as e:
-        raise ValueError(store.undecodable_message(field, e)) from None
+        raise ValueError(store.undecodable_message(field, e)) from e  # cause kept for debugging
     return [_as_vector(v) for v in values]
 
 

@@ -211,7 +211,7 @@ class _Decoder:
                 raw = zlib.decompress(value)
                 arr = _load_npy(raw)
             except _DECODE_ERRORS as e:
-                raise BadVector(undecodable_message(self.field, e, sample_id)) from None
+                raise BadVector(undecodable_message(self.field, e, sample_id)) from e
             if arr.dtype.kind in "fiub" and arr.flags.c_contiguous and arr.nbytes < len(raw):
                 self.header = raw[: len(raw) - arr.nbytes]
                 self.dtype = arr.dtype
@@ -233,7 +233,7 @@ class _Decoder:
                 else:
                     vec = _load_npy(raw).ravel()
             except _DECODE_ERRORS as e:
-                raise BadVector(undecodable_message(self.field, e, sample_id)) from None
+                raise BadVector(undecodable_message(self.field, e, sample_id)) from e
         elif isinstance(value, (list, tuple)):
             vec = value
             if len(vec) != self.width or (vec and isinstance(vec[0], (list, tuple))):

@@ -20,7 +20,8 @@ TLS
     Dask checks that the peer's certificate is signed by that CA (not its host name): use a CA
     dedicated to the cluster.
 
-Nothing here imports FiftyOne; ``distributed`` is imported only when a connection is made.
+Nothing here imports FiftyOne; ``distributed`` is imported only when a Dask run is checked or
+connected.
 """
 
 import os
