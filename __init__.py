@@ -37,6 +37,7 @@ def _zcore_package():
 _zcore_package()
 
 from zcore import collection as zc  # noqa: E402
+from zcore.core import dask_access  # noqa: E402
 from zcore.core.registry import DEFAULT_METHOD, app_methods, get_spec  # noqa: E402
 from zcore.core.scoring import default_n_samples  # noqa: E402
 from zcore.levels import is_vector_field  # noqa: E402
@@ -162,15 +163,7 @@ class ComputeZcore(foo.Operator):
                 required=False,
             )
         if importlib.util.find_spec("distributed") is not None:
-            inputs.str(
-                "dask_scheduler",
-                label="Dask cluster (optional, delegated runs)",
-                description=(
-                    "Score on a Dask cluster: a scheduler address such as tcp://host:8786, or "
-                    "'local' for a LocalCluster of the worker processes above. Same scores"
-                ),
-                required=False,
-            )
+            _dask_scheduler_input(ctx, inputs)
 
         inputs.bool(
             "save_coreset",
@@ -197,8 +190,14 @@ class ComputeZcore(foo.Operator):
         return ctx.params.get("delegate", None)
 
     def execute(self, ctx):
-        view = ctx.target_view()
         p = ctx.params
+        # only the clusters the server's owner allows (a cluster can run code in this process)
+        scheduler = dask_access.check_operator_scheduler(p.get("dask_scheduler"))
+        if scheduler is not None and not ctx.delegated:
+            raise ValueError(
+                "scoring on a Dask cluster runs only in a delegated (scheduled) operation"
+            )
+        view = ctx.target_view()
         score_field = p.get("score_field") or _DEFAULTS["score_field"]
         source = p.get("embeddings_source") or ("model" if p.get("model") else "field")
         model = None
@@ -216,14 +215,7 @@ class ComputeZcore(foo.Operator):
 
         cache_dir = _cache_dir(p)
         num_workers = int(p.get("num_workers") or 1)
-        use_mp = bool(ctx.delegated) and num_workers > 1
-        scheduler = (p.get("dask_scheduler") or "").strip() or None
-        if scheduler is not None:
-            if not ctx.delegated:
-                raise ValueError(
-                    "scoring on a Dask cluster runs only in a delegated (scheduled) operation"
-                )
-            use_mp = False
+        use_mp = bool(ctx.delegated) and num_workers > 1 and scheduler is None
 
         overwrite = bool(p.get("overwrite", False))
         view_name = p.get("view_name") or "zcore_coreset"
@@ -435,6 +427,40 @@ class SelectCoreset(foo.Operator):
 
 
 # --- form helpers ------------------------------------------------------------------------------
+
+
+def _dask_scheduler_input(ctx, inputs):
+    """A dropdown of the Dask clusters the server's owner allows: ``local`` and the addresses
+    of ``ZCORE_DASK_SCHEDULERS`` (:mod:`zcore.core.dask_access`); no free-text address. Another
+    value (a programmatic call) marks the field invalid with the check's message."""
+    try:
+        choices = dask_access.scheduler_choices()
+    except ValueError as e:  # a malformed list: say so in the form, offer local only
+        inputs.view("dask_schedulers_error", types.Warning(label=str(e)))
+        choices = [dask_access.LOCAL]
+    dropdown = types.Dropdown()
+    for choice in choices:
+        local = choice == dask_access.LOCAL
+        dropdown.add_choice(
+            choice, label="local: a LocalCluster of the worker processes" if local else choice
+        )
+    prop = inputs.enum(
+        "dask_scheduler",
+        dropdown.values(),
+        label="Dask cluster (optional, delegated runs)",
+        description=(
+            "Score on a Dask cluster (same scores): 'local', or a scheduler that the server's "
+            f"owner allows in {dask_access.SCHEDULERS_ENV}. A cluster can run code in the process "
+            "that scores and receives the embeddings: only clusters you control belong there"
+        ),
+        view=dropdown,
+        required=False,
+    )
+    try:
+        dask_access.check_operator_scheduler(ctx.params.get("dask_scheduler"))
+    except (ValueError, ImportError) as e:
+        prop.invalid = True
+        prop.error_message = str(e)
 
 
 def _cache_dir(params):

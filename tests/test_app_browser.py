@@ -4,7 +4,9 @@ A dataset of 40 real images (the textile images of ``conformal_clip_data``) is s
 ``fo.launch_app(..., remote=True)`` in a subprocess that shares this session's database and plugins
 dir (see conftest.py). The browser opens the operator browser, runs "ZCore: compute coreset
 scores" with a small configuration, checks the score field appears and sorts the grid by it, then
-runs "ZCore: select coreset". The database is then checked from Python.
+runs "ZCore: select coreset", and finally lists the compute form's Dask cluster dropdown (only
+``local`` and the App server's ``ZCORE_DASK_SCHEDULERS``). The database is then checked from
+Python.
 
 Needs ``make browser-deps`` (Debian chromium + playwright-core from npm); skipped otherwise.
 Screenshots go to a temporary directory; set ``ZCORE_UPDATE_SCREENSHOTS=1`` to also copy them to
@@ -24,10 +26,16 @@ DIM = 32
 pytestmark = BROWSER_MARKS
 
 
+#: The Dask schedulers the App's server allows (the compute form's dropdown offers only these).
+DASK_SCHEDULERS = "tcp://10.0.0.1:8786,tls://dask.example:8786"
+
+
 @pytest.fixture
-def app(tmp_path):
+def app(tmp_path, monkeypatch):
     """(dataset, App URL) for a 40-image dataset served by a real App in a subprocess."""
     import fiftyone as fo
+
+    monkeypatch.setenv("ZCORE_DASK_SCHEDULERS", DASK_SCHEDULERS)
 
     rng = np.random.default_rng(0)
     ds = fo.Dataset("zcore-textiles", overwrite=True)
@@ -58,6 +66,12 @@ def test_operators_in_the_app(app, tmp_path):
     assert result["top_scores"][0] == pytest.approx(1.0)
     assert result["kept"] == "4"
     assert result["preview"].startswith("4 of 40 scored samples will be kept")
+    # no free-text address: local and the server's allowed schedulers
+    assert result["dask_choices"] == [
+        "local: a LocalCluster of the worker processes",
+        "tcp://10.0.0.1:8786",
+        "tls://dask.example:8786",
+    ]
 
     # What the operators wrote, read back from the database.
     ds.reload()

@@ -133,9 +133,10 @@ except ImportError as e:
     assert "requirements-dask.txt" in out.stdout
 
 
-def test_compute_operator_delegated_on_a_dask_cluster(client, make_dataset):
-    """The compute_zcore operator, delegated, scores on the cluster given by its address and
-    writes the same scores as the in-process engine; an immediate run is refused."""
+def test_compute_operator_delegated_on_a_dask_cluster(client, make_dataset, monkeypatch):
+    """The compute_zcore operator, delegated, scores on the cluster given by its address (listed
+    in ZCORE_DASK_SCHEDULERS by the server's owner) and writes the same scores as the in-process
+    engine; an immediate run is refused."""
     import fiftyone.operators as foo
     from fiftyone.operators.delegated import DelegatedOperationService
     from fiftyone.operators.executor import ExecutionError
@@ -143,6 +144,7 @@ def test_compute_operator_delegated_on_a_dask_cluster(client, make_dataset):
     from zcore import zcore_scores
 
     ds, X = make_dataset(80, 6)
+    monkeypatch.setenv("ZCORE_DASK_SCHEDULERS", client.scheduler.address)
     fast = {"n_samples": 300, "redund_nn": 10, "seed": 3}
     uri = "@zcore/zcore/compute_zcore"
     params = {"embeddings": "embeddings", "dask_scheduler": client.scheduler.address, **fast}

@@ -2,11 +2,13 @@
 orphaned workers, messages. Real FiftyOne on the session's MongoDB, real processes and signals
 (tests/zcore_child.py is a compute_zcore run in its own process that stops at a known point)."""
 
+import io
 import os
 import signal
 import subprocess
 import sys
 import warnings
+import zlib
 
 import fiftyone as fo
 import fiftyone.operators as foo
@@ -413,3 +415,71 @@ def test_messages_name_the_problem(make_dataset):
             zcore.compute_zcore(ds, embeddings="cplx", seed=0)
     with pytest.raises(ExecutionError, match="score_field must be a top-level field name"):
         foo.get_operator(COMPUTE)(ds, embeddings="embeddings", score_field=5)
+
+
+def _npy_blob(arr):
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=True)
+    return zlib.compress(buf.getvalue())
+
+
+_GOOD_BLOB = _npy_blob(np.zeros(3, np.float32))
+_BAD_VECTORS = {
+    "garbage": (b"garbage", "cannot be decoded as a vector \\(zlib: Error -3"),
+    "truncated": (_GOOD_BLOB[:-8], "cannot be decoded as a vector \\(zlib: Error -5"),
+    "object npy": (
+        _npy_blob(np.array([{"a": 1}, 2], dtype=object)),
+        "cannot be decoded as a vector \\(not a .npy array of numbers\\)",
+    ),
+    "not npy": (zlib.compress(b"hello"), "not a .npy array of numbers"),
+    "dict": ({"a": 1}, "holds dict values \\(e.g. sample {id}\\), not vectors of numbers"),
+    "nested": ([[1.0, 2.0, 3.0]], "holds nested lists or vectors of different shapes"),
+    "ragged": (_npy_blob(np.zeros(5, np.float32)), "holds vectors of different lengths \\[3, 5\\]"),
+    "strings": (["a", "b", "c"], "holds non-numeric values"),
+}
+
+
+@pytest.mark.parametrize("row", [0, 7])  # the first value (sets the width) or a later one
+@pytest.mark.parametrize("case", sorted(_BAD_VECTORS))
+def test_corrupted_vectors_are_named_on_the_fast_read_path(make_dataset, case, row):
+    """A value written behind FiftyOne's back (raw MongoDB update) into a VectorField: the
+    batched BSON reader, or the values() path it falls back to, names the field (and, for bytes
+    it cannot decode, the sample) and says what to do; no numpy/zlib text alone, nothing
+    written."""
+    from bson import ObjectId
+
+    ds, _ = make_dataset(10, 3)
+    sid = ds.values("id")[row]
+    value, match = _BAD_VECTORS[case]
+    ds._sample_collection.update_one({"_id": ObjectId(sid)}, {"$set": {"embeddings": value}})
+    match = match.format(id=sid)
+    if "cannot be decoded" in match:
+        match = f"the stored value of sample {sid} {match}.*Recompute the embeddings"
+    with pytest.raises(ValueError, match=f"embeddings field 'embeddings'.*{match}") as e:
+        zcore.compute_zcore(ds, embeddings="embeddings", seed=0, **FAST)
+    assert "allow_pickle" not in str(e.value) and "inhomogeneous" not in str(e.value)
+    ds.reload()
+    assert not ds.has_sample_field("zcore_score") and ds.list_runs() == []
+
+
+def test_corrupted_vectors_are_named_on_the_values_path():
+    """Frame-level embeddings are read with values(): FiftyOne's zlib/numpy errors are named."""
+    ds = fo.Dataset()
+    sample = fo.Sample(filepath="/tmp/zcore-test/video.mp4")
+    for i in range(1, 11):
+        sample.frames[i] = fo.Frame(emb=np.random.default_rng(i).random(3).astype(np.float32))
+    ds.add_sample(sample)
+    try:
+        frame_id = ds._frame_collection.find_one({})["_id"]
+        for value, what in [(b"garbage", "zlib: Error -3"), ({"a": 1}, "not a .npy array")]:
+            ds._frame_collection.update_one({"_id": frame_id}, {"$set": {"emb": value}})
+            with pytest.raises(
+                ValueError,
+                match=f"'frames.emb': a stored value cannot be decoded as a vector \\({what}.*"
+                "Recompute the embeddings",
+            ):
+                zcore.compute_zcore(ds, embeddings="frames.emb", seed=0, **FAST)
+        # deleting the dataset reloads the in-memory sample's frames: give it a valid one back
+        ds._frame_collection.update_one({"_id": frame_id}, {"$set": {"emb": _GOOD_BLOB}})
+    finally:
+        ds.delete()

@@ -20,6 +20,7 @@ write their columns back with the same contract.
 
 import os
 import warnings
+import zlib
 
 import fiftyone as fo
 import numpy as np
@@ -158,7 +159,7 @@ class SampleLevel:
         columns = []
         for f in fields:
             # label attributes of patches may be undeclared (dynamic): then read them anyway
-            col = [_as_vector(v) for v in self.read(f)] if f in schema or "." in f else None
+            col = self._read_vectors(f) if f in schema or "." in f else None
             if col is None or (f not in schema and all(v is None for v in col)):
                 vectors = sorted(k for k, v in schema.items() if is_vector_field(v))
                 raise ValueError(
@@ -172,6 +173,15 @@ class SampleLevel:
         if len(keep) >= 3:
             X = check_embeddings(X, input_name=f"embeddings field(s) {fields}")
         return [ids[i] for i in keep], X, fields
+
+    def _read_vectors(self, field):
+        """The values of ``field``, one per unit; FiftyOne's own decoding errors (zlib, numpy)
+        become a message that names the field and says what to do."""
+        try:
+            values = self.read(field)
+        except (zlib.error, ValueError, TypeError, EOFError) as e:
+            raise ValueError(store.undecodable_message(field, e)) from e  # cause kept for debugging
+        return [_as_vector(v) for v in values]
 
 
 class PatchLevel(SampleLevel):
@@ -378,7 +388,13 @@ def _matrix(field, rows):
         )
     if not rows:
         return np.empty((0, 1), np.float32)
-    return np.asarray(rows, dtype=np.float32).reshape(len(rows), -1)
+    try:
+        return np.asarray(rows, dtype=np.float32).reshape(len(rows), -1)
+    except ValueError:  # numpy's "inhomogeneous shape" says nothing of the field
+        raise ValueError(
+            f"embeddings field {field!r} holds nested lists or vectors of different shapes; "
+            "store one flat vector of numbers per sample (recompute the embeddings)"
+        ) from None
 
 
 def _check_real_vectors(field, rows):

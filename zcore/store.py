@@ -64,6 +64,30 @@ class Unsupported(Exception):
     """The fast path cannot read these values exactly like ``values()``: use the general path."""
 
 
+class BadVector(ValueError):
+    """A stored value that no path can read as a vector (corrupted bytes, a dict...); the message
+    names the field and the sample, and says what to do."""
+
+
+def undecodable_message(field, error, sample_id=None):
+    """What to say of a stored value of ``field`` that cannot be decoded as a vector."""
+    # numpy's own texts (e.g. "load it unsafely using allow_pickle=") would mislead here
+    what = f"zlib: {error}" if isinstance(error, zlib.error) else "not a .npy array of numbers"
+    if sample_id is None:
+        value, which = "a stored value", "the bad values to None to leave them"
+    else:
+        value, which = f"the stored value of sample {sample_id}", "that value to None to leave it"
+    return (
+        f"embeddings field {field!r}: {value} cannot be decoded as a vector ({what}); the field "
+        "holds corrupted or non-array data. Recompute the embeddings (e.g. "
+        f"compute_embeddings(..., embeddings_field={field!r})), or set {which} unscored"
+    )
+
+
+#: What decoding a corrupted ``.npy`` blob raises (zlib, then ``np.load``).
+_DECODE_ERRORS = (zlib.error, ValueError, EOFError, OSError)
+
+
 def supports(samples, fields=None):
     """Whether the fast path applies: sample-level, top-level fields of a non-generated
     collection (no patches, frames, clips or dynamic-groups view)."""
@@ -110,9 +134,13 @@ def read_embeddings(samples, fields, *, progress=None):
     Raises
     ------
     Unsupported
-        When a value is neither a serialized array nor a list of numbers, or the vectors of a
-        field have different lengths: the caller falls back to ``values()``, whose errors it
-        already reports.
+        When a list is not a flat list of numbers, or the vectors of a field have different
+        lengths or dtypes: the caller falls back to ``values()``, whose errors it already
+        reports.
+    BadVector
+        A ``ValueError`` for a value that no path can read as a vector: bytes that are not a
+        zlib-compressed ``.npy`` of numbers, or a value that is neither bytes nor a list (a
+        string, a number, a dict...). The message names the field and the sample.
     """
     import bson
 
@@ -140,7 +168,9 @@ def read_embeddings(samples, fields, *, progress=None):
                         missing_parts.append(doc["_id"].binary)
                 seen += len(docs)
                 if present and X is None:
-                    widths = [dec.setup(present[0][dec.field]) for dec in decoders]
+                    widths = [
+                        dec.setup(present[0][dec.field], present[0]["_id"]) for dec in decoders
+                    ]
                     for dec, start in zip(decoders, np.cumsum([0] + widths[:-1])):
                         dec.start = int(start)
                     X = np.empty((total, sum(widths)), dtype=np.float32)
@@ -174,11 +204,14 @@ class _Decoder:
         self.header = None
         self.dtype = None
 
-    def setup(self, value):
+    def setup(self, value, sample_id):
         """Learn the width (and the ``.npy`` header, when serialized) from a first value."""
         if isinstance(value, bytes):
-            raw = zlib.decompress(value)
-            arr = _load_npy(raw)
+            try:
+                raw = zlib.decompress(value)
+                arr = _load_npy(raw)
+            except _DECODE_ERRORS as e:
+                raise BadVector(undecodable_message(self.field, e, sample_id)) from e
             if arr.dtype.kind in "fiub" and arr.flags.c_contiguous and arr.nbytes < len(raw):
                 self.header = raw[: len(raw) - arr.nbytes]
                 self.dtype = arr.dtype
@@ -186,28 +219,39 @@ class _Decoder:
         elif isinstance(value, (list, tuple)):
             self.width = len(value)
         else:
-            raise Unsupported(f"{self.field}: values of type {type(value).__name__}")
+            _not_a_vector(self.field, value, sample_id)
         return self.width
 
-    def decode(self, value):
+    def decode(self, value, sample_id):
         """The flat float32-castable vector of ``value`` (checked to have ``width`` items)."""
         if isinstance(value, bytes):
-            raw = zlib.decompress(value)
-            h = self.header
-            if h is not None and raw.startswith(h):
-                vec = np.frombuffer(raw, dtype=self.dtype, offset=len(h))
-            else:
-                vec = _load_npy(raw).ravel()
+            try:
+                raw = zlib.decompress(value)
+                h = self.header
+                if h is not None and raw.startswith(h):
+                    vec = np.frombuffer(raw, dtype=self.dtype, offset=len(h))
+                else:
+                    vec = _load_npy(raw).ravel()
+            except _DECODE_ERRORS as e:
+                raise BadVector(undecodable_message(self.field, e, sample_id)) from e
         elif isinstance(value, (list, tuple)):
             vec = value
             if len(vec) != self.width or (vec and isinstance(vec[0], (list, tuple))):
                 raise Unsupported(f"{self.field}: vectors of different lengths or nested lists")
             return vec
         else:
-            raise Unsupported(f"{self.field}: values of type {type(value).__name__}")
+            _not_a_vector(self.field, value, sample_id)
         if vec.size != self.width or vec.dtype.kind not in "fiub":
             raise Unsupported(f"{self.field}: vectors of different lengths or dtypes")
         return vec
+
+
+def _not_a_vector(field, value, sample_id):
+    """Neither a serialized array nor a list: no path can read it as a vector."""
+    raise BadVector(
+        f"embeddings field {field!r} holds {type(value).__name__} values (e.g. sample "
+        f"{sample_id}), not vectors of numbers; pass a vector field (see compute_embeddings)"
+    )
 
 
 def _load_npy(raw):
@@ -221,7 +265,9 @@ def _fill(X, row, docs, decoders):
         field, decode = dec.field, dec.decode
         try:
             for i, doc in enumerate(docs):
-                out[i] = decode(doc[field])
+                out[i] = decode(doc[field], doc["_id"])
+        except BadVector:
+            raise
         except (TypeError, ValueError) as e:  # e.g. strings in a list
             raise Unsupported(f"{field}: {e}") from None
 

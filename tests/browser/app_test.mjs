@@ -194,6 +194,20 @@ try {
   }, "the grid to show the 4-sample coreset");
   log(`grid shows the coreset: ${result.coreset_count}`);
 
+  // 7. The Dask cluster field: a dropdown of 'local' and the server's ZCORE_DASK_SCHEDULERS only.
+  await openOperator(COMPUTE_LABEL);
+  await modal.getByText("Compute ZCore scores", { exact: true }).waitFor();
+  const dask = modal.locator(
+    "xpath=.//p[normalize-space()='Dask cluster (optional, delegated runs)']" +
+      "/following::*[@role='combobox'][1]",
+  );
+  await dask.scrollIntoViewIfNeeded();
+  await dask.click();
+  await page.getByRole("option").first().waitFor();
+  result.dask_choices = (await page.getByRole("option").allInnerTexts()).map((t) => t.trim());
+  log(`Dask cluster choices: ${result.dask_choices.join(" | ")}`);
+  await page.keyboard.press("Escape");
+
   result.page_errors = pageErrors;
   console.log(`RESULT ${JSON.stringify(result)}`);
 } catch (err) {

@@ -234,8 +234,11 @@ def accumulate_dask(
     X, dims, coords, coverage, penalty, k, exp, shift, progress
         As for :func:`zcore.core.engine.accumulate_numpy` (``X`` may be a ``numpy.memmap``).
     client : distributed.Client or str, default=None
-        The cluster. A string is a scheduler address (``"tcp://host:8786"``). ``None`` starts a
-        ``LocalCluster`` of ``n_workers`` single-threaded worker processes for this call.
+        The cluster. A string is a scheduler address (``"tcp://host:8786"``; a ``tls://`` one
+        connects with the credentials of :func:`zcore.core.dask_access.security_from_env`).
+        ``None`` starts a ``LocalCluster`` of ``n_workers`` single-threaded worker processes for
+        this call. The cluster can run code in this process and receives ``X``: use only
+        clusters you control (:mod:`zcore.core.dask_access`).
     n_shards : int, default=None
         Row shards; ``None`` means one per worker. Shard ``i`` goes to worker ``i % workers``.
     n_workers : int, default=None
@@ -268,7 +271,9 @@ def accumulate_dask(
         client = distributed.Client(cluster)
         own_client = True
     elif isinstance(client, str):
-        client = distributed.Client(client)
+        from .dask_access import connect
+
+        client = connect(client)  # over TLS for tls:// addresses (dask_access)
         own_client = True
     stats["cluster_s"] = time.perf_counter() - t0
     try:
@@ -336,6 +341,8 @@ def _score(
         # each shard holds (k + 64) candidates per point between two calls; the driver about k
         batch_points = max(256, BATCH_BYTES // (16 * 2 * (k + _EXTRA)))
     merge = _Merger(k, exp, shift)
+    sample_dim = dims.shape[1]
+    n_ranks = quantile_ranks(k).size
     starts = list(range(0, n_points, batch_points))
     wait = merge_s = 0.0
     candidates = 0
@@ -348,7 +355,10 @@ def _score(
     for s, b0 in enumerate(starts):
         b1 = min(b0 + batch_points, n_points)
         t = time.perf_counter()
-        local = [f.result() for f in pending]
+        local = [
+            _nearest_answer(f.result(), bounds, j, b1 - b0, sample_dim)
+            for j, f in enumerate(pending)
+        ]
         wait += time.perf_counter() - t
         dist = np.stack([r[0] for r in local])
         # shards are in row order: the first minimum is the lowest global index among ties
@@ -361,8 +371,14 @@ def _score(
         if s + 1 < len(starts):
             pending = ask_nearest(starts[s + 1])  # queued: shards work while we merge
         t = time.perf_counter()
-        bound = global_bound(np.stack([f.result() for f in asked]), k)
-        found = [f.result() for f in [a.within(bound) for a in actors]]
+        quantiles = [
+            _quantiles_answer(f.result(), j, b1 - b0, n_ranks) for j, f in enumerate(asked)
+        ]
+        bound = global_bound(np.stack(quantiles), k)
+        found = [
+            _within_answer(f.result(), bounds, j, b1 - b0)
+            for j, f in enumerate([a.within(bound) for a in actors])
+        ]
         t2 = time.perf_counter()
         wait += t2 - t
         candidates += sum(int(c.sum()) for c, _, _ in found)
@@ -378,6 +394,71 @@ def _score(
         batch_points=batch_points,
         candidates_per_point=candidates / n_points,
     )
+
+
+# --- what comes back from the shards --------------------------------------------------------
+# The answers are checked to be plain numpy arrays of the expected dtypes, shapes and index
+# ranges before they are used: a worker running another zcore version, or a cluster that is not
+# what it claims, then fails with a message instead of wrong scores or an obscure error. This is
+# no defence against a hostile cluster: its answers are unpickled (which can run code) before
+# any check, so the real defence is to connect only to clusters you control (dask_access).
+
+
+_F8, _I8 = np.dtype(np.float64), np.dtype(np.int64)
+
+
+def _bad_answer(method, shard, got):
+    return ValueError(
+        f"a Dask worker answered Shard.{method} for shard {shard} with {got}: the workers run "
+        "another zcore version than this process (install the same one on every worker), or the "
+        "cluster is not one you control (see docs/dask.md, 'Trust')"
+    )
+
+
+def _arrays(answer, method, shard, specs):
+    """``answer`` as a tuple of plain arrays matching ``specs`` = ``(dtype, shape)`` (``None``
+    in a shape: any length). The dtypes are exact: float32 distances, say, would change ties."""
+    parts = answer if type(answer) is tuple else (answer,)
+    if len(parts) != len(specs) or any(type(a) is not np.ndarray for a in parts):
+        names = ", ".join(type(a).__name__ for a in parts)
+        raise _bad_answer(method, shard, f"({names}), not {len(specs)} numpy array(s)")
+    for a, (dtype, shape) in zip(parts, specs):
+        if (
+            a.dtype != dtype
+            or a.ndim != len(shape)
+            or any(want is not None and got != want for got, want in zip(a.shape, shape))
+        ):
+            raise _bad_answer(method, shard, f"an array of dtype {a.dtype} and shape {a.shape}")
+        if a.dtype.kind == "f" and np.isnan(a).any():
+            raise _bad_answer(method, shard, "NaN values")
+    return parts
+
+
+def _in_shard(idx, bounds, method, shard):
+    if idx.size and (idx.min() < bounds[shard] or idx.max() >= bounds[shard + 1]):
+        raise _bad_answer(method, shard, "sample indices outside its rows")
+
+
+def _nearest_answer(answer, bounds, shard, rows, sample_dim):
+    dist, idx, vals = _arrays(
+        answer, "nearest", shard, [(_F8, (rows,)), (_I8, (rows,)), (_F8, (rows, sample_dim))]
+    )
+    _in_shard(idx, bounds, "nearest", shard)
+    return dist, idx, vals
+
+
+def _quantiles_answer(answer, shard, rows, n_ranks):
+    return _arrays(answer, "neighbours", shard, [(_F8, (rows, n_ranks))])[0]
+
+
+def _within_answer(answer, bounds, shard, rows):
+    counts, d, i = _arrays(
+        answer, "within", shard, [(_I8, (rows,)), (_F8, (None,)), (_I8, (None,))]
+    )
+    if (counts < 0).any() or int(counts.sum()) != d.size or d.size != i.size:
+        raise _bad_answer("within", shard, "counts that do not match its candidates")
+    _in_shard(i, bounds, "within", shard)
+    return counts, d, i
 
 
 def _assemble(found, rows, k):

@@ -99,9 +99,13 @@ def zcore_scores(
         (``requirements-dask.txt``), and zcore installed on the workers; ``engine`` is then what
         each shard runs (``"auto"``/``"numba"`` or ``"numpy"``).
     client : distributed.Client or str, default=None
-        With ``backend="dask"``: the cluster, or a scheduler address (``"tcp://host:8786"``).
-        ``None`` starts a ``LocalCluster`` of ``num_workers`` processes (one per CPU when
-        ``None``) for this call and closes it after.
+        With ``backend="dask"``: the cluster, or a scheduler address (``"tcp://host:8786"``;
+        ``"tls://..."`` connects with the TLS files named by ``ZCORE_DASK_TLS_CA_FILE``,
+        ``ZCORE_DASK_TLS_CERT`` and ``ZCORE_DASK_TLS_KEY``, or pass a ``distributed.Client``
+        built with a ``Security``). ``None`` starts a ``LocalCluster`` of ``num_workers``
+        processes (one per CPU when ``None``) for this call and closes it after. **A Dask
+        cluster can run code in this process and receives the embeddings: use only clusters
+        you control** (``docs/dask.md``, *Trust*).
 
     Returns
     -------
@@ -285,7 +289,9 @@ def _check_backend(backend, engine, device, use_multiprocessing, client):
         )
     if device is not None or resolve_engine_name(engine) == "torch":
         raise ValueError("backend='dask' runs the numba or numpy engine on each shard, not torch")
+    from .dask_access import check_client
     from .dask_backend import require_dask
 
     require_dask()
+    check_client(client)  # type, and TLS settings of a tls:// address, before any work
     return backend
