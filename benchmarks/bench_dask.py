@@ -35,7 +35,7 @@ sys.path.insert(0, ROOT)
 
 from zcore.core.dask_backend import accumulate_dask  # noqa: E402
 from zcore.core.draws import draw_init, draw_points, embedding_stats  # noqa: E402
-from zcore.core.engine import fixed_point_shift  # noqa: E402
+from zcore.core.law import fixed_point_shift  # noqa: E402
 from zcore.core.engine_numba import prepare, warmup  # noqa: E402
 from zcore.core.parallel import accumulate_parallel  # noqa: E402
 

@@ -12,7 +12,7 @@ Each configuration runs in its own subprocess (so its peak RSS is its own). In t
    peak memory (``ru_maxrss`` of the process, and for workers the sampled peak of the summed PSS
    of the process tree, which counts shared pages once);
 4. the baseline, :func:`baseline_accumulate` (a frozen copy of the straightforward
-   ``zcore.core.engine.accumulate_numpy``: per point an L1 distance over all N samples, then
+   ``zcore.core.law.accumulate_numpy``: per point an L1 distance over all N samples, then
    ``argpartition`` over N), on the SAME draws: on all points when that fits in
    ``--baseline-seconds``, else on the first points until that time is spent, extrapolated per
    point to all points (the table marks it ``~``); the engine's integers on that subset are
@@ -44,7 +44,7 @@ if ROOT not in sys.path:
 def baseline_accumulate(X, dims, coords, coverage, penalty, *, k, exp, shift):
     """The straightforward implementation (a frozen copy of ``accumulate_numpy``): per point an
     L1 distance over all N samples for coverage, then ``argpartition`` over N for redundancy."""
-    from zcore.core.engine import penalty_weights, to_fixed
+    from zcore.core.law import penalty_weights, to_fixed
 
     n = X.shape[0]
     one = np.int64(1) << shift
@@ -137,8 +137,8 @@ def _max_rss_bytes(who=resource.RUSAGE_SELF):
 def run_config(n, d, points_per_sample, max_points, workers, engine_name, baseline_seconds, seed):
     """One configuration, in this process; returns a dict of results."""
     from zcore.core.draws import draw_init, draw_points, embedding_stats
-    from zcore.core.engine import fixed_point_shift
-    from zcore.core.engines import get_engine
+    from zcore.core.law import fixed_point_shift
+    from zcore.core.registry import get_engine
     from zcore.core.parallel import accumulate_parallel
     from zcore.core.validation import check_embeddings
 

@@ -1,6 +1,6 @@
 """Every scoring engine computes the same law: identical integers, scores equal to an oracle.
 
-The oracle (tests/oracle.py) is written from the law (the docstring of :mod:`zcore.core.engine`), point by
+The oracle (tests/oracle.py) is written from the law (the docstring of :mod:`zcore.core.law`), point by
 point, with float64 penalties; it shares only the random draws with the package. The engines
 (numpy, numba in each of its modes, torch on the CPU, the parallel runner) must agree with each
 other on the coverage and fixed-point penalty integers exactly, and with the oracle on the final
@@ -112,8 +112,8 @@ def _run(accumulate, X, dims, coords, k, exp, shift, **kwargs):
 
 
 def _all_results(X, dims, coords, k, exp, shift, monkeypatch):
-    from zcore.core.engine import accumulate_numpy
-    from zcore.core.engines import get_engine
+    from zcore.core.law import accumulate_numpy
+    from zcore.core.registry import get_engine
 
     results = {"numpy": _run(accumulate_numpy, X, dims, coords, k, exp, shift)}
     variants = _numba_variants()
@@ -163,7 +163,7 @@ CASES = [
 
 @pytest.mark.parametrize("dataset,sample_dim,k,exp", CASES)
 def test_engines_agree_with_each_other_and_the_oracle(dataset, sample_dim, k, exp, monkeypatch):
-    from zcore.core.engine import fixed_point_shift
+    from zcore.core.law import fixed_point_shift
 
     seed = CASES.index((dataset, sample_dim, k, exp))
     X = DATASETS[dataset](np.random.default_rng(seed))
@@ -188,7 +188,7 @@ def test_engines_agree_with_each_other_and_the_oracle(dataset, sample_dim, k, ex
 def test_numba_engine_larger_problem_matches_numpy(monkeypatch):
     """Enough points per dimension for the sorted scans, shrinking and retries to all run."""
     from zcore.core import engine_numba
-    from zcore.core.engine import accumulate_numpy, fixed_point_shift
+    from zcore.core.law import accumulate_numpy, fixed_point_shift
 
     if not engine_numba.AVAILABLE:
         pytest.skip("numba not installed")
@@ -220,8 +220,8 @@ def test_numba_engine_larger_problem_matches_numpy(monkeypatch):
 
 
 def test_progress_counts_every_point_once():
-    from zcore.core.engine import fixed_point_shift
-    from zcore.core.engines import get_engine
+    from zcore.core.law import fixed_point_shift
+    from zcore.core.registry import get_engine
 
     X = _gaussian(np.random.default_rng(1))
     _, dims, coords = _draws(X, 1000, 2, 1)
@@ -242,7 +242,7 @@ def test_progress_counts_every_point_once():
 
 def test_parallel_numba_matches_one_process():
     from zcore.core import engine_numba
-    from zcore.core.engine import accumulate_numpy, fixed_point_shift
+    from zcore.core.law import accumulate_numpy, fixed_point_shift
     from zcore.core.parallel import accumulate_parallel
 
     if not engine_numba.AVAILABLE:
@@ -330,8 +330,8 @@ def test_shared_memory_released_on_keyboard_interrupt():
 
 def test_get_engine_names_and_errors():
     from zcore.core import engine_numba
-    from zcore.core.engine import accumulate_numpy
-    from zcore.core.engines import ENGINE_NAMES, get_engine
+    from zcore.core.law import accumulate_numpy
+    from zcore.core.registry import ENGINE_NAMES, get_engine
 
     assert set(ENGINE_NAMES) == {"auto", "numpy", "numba", "torch"}
     assert get_engine("numpy") is accumulate_numpy
@@ -358,7 +358,7 @@ sys.modules["numba"] = None  # makes `import numba` raise ImportError
 sys.modules["torch"] = None
 import numpy as np
 from zcore.core import engine_numba, engines
-from zcore.core.engine import accumulate_numpy
+from zcore.core.law import accumulate_numpy
 assert engine_numba.AVAILABLE is False
 assert engines.get_engine() is accumulate_numpy
 for name in ("numba", "torch"):
@@ -379,7 +379,7 @@ print("ok")
 def test_torch_is_not_imported_by_the_core():
     code = """
 import sys
-import zcore.core, zcore.core.engines, zcore.core.engine_torch, zcore.core.engine_numba
+import zcore.core, zcore.core.registry, zcore.core.engine_torch, zcore.core.engine_numba
 print("torch" in sys.modules)
 """
     result = _python(code)
@@ -392,7 +392,7 @@ print("torch" in sys.modules)
 
 
 def test_law_power_uses_products_only_for_whole_exponents():
-    from zcore.core.engine import law_power
+    from zcore.core.law import law_power
 
     x = np.random.default_rng(0).random(1000) + 1e-3
     for exp in (0, 1, 2, 0.0, 2.0):  # what numpy's ** computes for these: ones, x, x * x
@@ -407,7 +407,7 @@ def test_law_power_uses_products_only_for_whole_exponents():
 
 def test_torch_power_and_pairwise_sum_match_numpy_bits():
     torch = pytest.importorskip("torch")
-    from zcore.core.engine import law_power
+    from zcore.core.law import law_power
     from zcore.core.engine_torch import law_power_torch, pairwise_sum
 
     rng = np.random.default_rng(1)
