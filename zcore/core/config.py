@@ -117,8 +117,9 @@ class OptionSpec:
     def doc(self):
         """The numpydoc entry of this option (``name : type, default=...`` and its text)."""
         text = self.help + (" " + self.details if self.details else "")
-        lines = _wrap(text, 96)
-        return f"{self.name} : {self.doc_type}, default={self.default!r}\n" + "".join(
+        lines = _wrap(text, 88)
+        default = f'"{self.default}"' if isinstance(self.default, str) else repr(self.default)
+        return f"{self.name} : {self.doc_type}, default={default}\n" + "".join(
             f"    {line}\n" for line in lines
         )
 
@@ -361,8 +362,6 @@ class Execution(_Options):
     def _validate(self):
         from . import registry
 
-        if self.device is not None and not isinstance(self.device, str):
-            object.__setattr__(self, "device", str(self.device))  # e.g. a torch.device
         name = registry.resolve_engine_name(self.engine, device=self.device)
         if self.use_multiprocessing and name == "torch":
             raise ValueError(

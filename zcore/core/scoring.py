@@ -36,65 +36,67 @@ __all__ = [
 def zcore_scores(embeddings, *, config=None, execution=None, seed=None, progress=False, **options):
     """Zero-shot coreset scores (ZCore) of every sample, from its embedding alone.
 
-        ZCore (Griffin et al., 2024, arXiv:2411.15349) draws random points in embedding space and, for
-        each point, rewards the sample nearest to it (**coverage**) and penalises the samples crowded
-        around that one (**redundancy**). Samples that often cover an unexplored region and have few
-        close neighbours score high. No labels and no training are involved.
+    ZCore (Griffin et al., 2024, arXiv:2411.15349) draws random points in embedding space and, for
+    each point, rewards the sample nearest to it (**coverage**) and penalises the samples crowded
+    around that one (**redundancy**). Samples that often cover an unexplored region and have few
+    close neighbours score high. No labels and no training are involved.
 
-        The law, for embeddings ``X`` of shape ``(N, D)``:
+    The law, for embeddings ``X`` of shape ``(N, D)``:
 
-        - per informative dimension (max > min), the minimum, median and maximum over the samples;
-          constant dimensions are never sampled (they carry no information, and a triangular draw with
-          ``min == max`` is undefined);
-        - ``n_samples`` points; each picks ``sample_dim`` distinct dimensions at random and draws each
-          coordinate from a triangular distribution (left=min, mode=median, right=max);
-        - the sample nearest to the point by L1 distance over those dimensions gets +1 (ties: lowest
-          index);
-        - its ``min(redund_nn, N - 2)`` nearest other samples (L1 over the same dimensions, ties: lowest
-          index) are penalised proportionally to ``1 / d**redund_exp``, penalties summing to 1; if the
-          nearest of them is at distance 0, only that one gets -1;
-        - every score starts from a U(0, 1) draw when ``rand_init`` (a tie-breaker among samples that
-          are never covered); scores are min-max normalised to [0, 1].
+    - per informative dimension (max > min), the minimum, median and maximum over the samples;
+      constant dimensions are never sampled (they carry no information, and a triangular draw with
+      ``min == max`` is undefined);
+    - ``n_samples`` points; each picks ``sample_dim`` distinct dimensions at random and draws each
+      coordinate from a triangular distribution (left=min, mode=median, right=max);
+    - the sample nearest to the point by L1 distance over those dimensions gets +1 (ties: lowest
+      index);
+    - its ``min(redund_nn, N - 2)`` nearest other samples (L1 over the same dimensions, ties: lowest
+      index) are penalised proportionally to ``1 / d**redund_exp``, penalties summing to 1; if the
+      nearest of them is at distance 0, only that one gets -1;
+    - every score starts from a U(0, 1) draw when ``rand_init`` (a tie-breaker among samples that
+      are never covered); scores are min-max normalised to [0, 1].
 
-        Parameters
-        ----------
-        embeddings : array-like of shape (N, D), or list of array-likes of shape (N, D_i)
-            One row per sample. A list of matrices (e.g. one per model) is concatenated along the
-            features. Cast to float32.
-    <LAW>    seed : int, numpy.random.Generator or None, default=None
-            Source of all randomness. The same seed gives the same scores, with or without workers.
-    <EXECUTION>    progress : bool or callable, default=False
-            ``True`` shows tqdm bars; a callable is called as ``progress(done, total, label)`` for each
-            stage (see :mod:`zcore.core.progress`): the set-up stages, then ``"scoring"`` with the
-            number of points scored so far.
-        config : ScoreConfig, default=None
-            The law's options as one object (:class:`zcore.core.config.ScoreConfig`), instead of
-            the keywords above; not together with them.
-        execution : Execution, default=None
-            Where and how to run (:class:`zcore.core.config.Execution`), instead of the keywords
-            above; not together with them.
+    Parameters
+    ----------
+    embeddings : array-like of shape (N, D), or list of array-likes of shape (N, D_i)
+        One row per sample. A list of matrices (e.g. one per model) is concatenated along the
+        features. Cast to float32.
+    <LAW>
+    seed : int, numpy.random.Generator or None, default=None
+        Source of all randomness. The same seed gives the same scores, with or without workers.
+    <EXECUTION>
+    progress : bool or callable, default=False
+        ``True`` shows tqdm bars; a callable is called as ``progress(done, total, label)`` for each
+        stage (see :mod:`zcore.core.progress`): the set-up stages, then ``"scoring"`` with the
+        number of points scored so far.
+    config : ScoreConfig, default=None
+        The law's options as one object (:class:`zcore.core.config.ScoreConfig`), instead of
+        the keywords above; not together with them.
+    execution : Execution, default=None
+        Where and how to run (:class:`zcore.core.config.Execution`), instead of the keywords
+        above; not together with them.
 
-        Returns
-        -------
-        scores : ndarray of shape (N,), float64
-            In [0, 1]; **higher = keep**. Meaningful only relative to the other samples of the same
-            call. If all raw scores are equal, every score is 0.5.
+    Returns
+    -------
+    scores : ndarray of shape (N,), float64
+        In [0, 1]; **higher = keep**. Meaningful only relative to the other samples of the same
+        call. If all raw scores are equal, every score is 0.5.
 
-        Raises
-        ------
-        ValueError
-            For embeddings that are not a finite numeric 2-d array with at least 3 rows, and for
-            out-of-range, unknown or conflicting options; the message says what to change.
-        ImportError
-            When the chosen engine or backend needs a package that is not installed.
+    Raises
+    ------
+    ValueError
+        For embeddings that are not a finite numeric 2-d array with at least 3 rows, and for
+        out-of-range, unknown or conflicting options; the message says what to change.
+    ImportError
+        When the chosen engine or backend needs a package that is not installed.
 
-        Examples
-        --------
-        >>> import numpy as np
-        >>> X = np.random.default_rng(0).normal(size=(200, 16))
-        >>> scores = zcore_scores(X, n_samples=500, redund_nn=20, seed=0)
-        >>> scores.shape, float(scores.min()), float(scores.max())
-        ((200,), 0.0, 1.0)
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.random.default_rng(0).normal(size=(200, 16))
+    >>> scores = zcore_scores(X, n_samples=500, redund_nn=20, seed=0)
+    >>> scores.shape, float(scores.min()), float(scores.max())
+    ((200,), 0.0, 1.0)
     """
     config, execution = resolve(config, execution, **options)
     components = score_components(
@@ -128,9 +130,9 @@ def _signature():
 
 
 zcore_scores.__signature__ = _signature()
-zcore_scores.__doc__ = zcore_scores.__doc__.replace("<LAW>", _options_doc(LAW_OPTIONS)).replace(
-    "<EXECUTION>", _options_doc(EXECUTION_OPTIONS)
-)
+zcore_scores.__doc__ = zcore_scores.__doc__.replace(
+    "    <LAW>\n", _options_doc(LAW_OPTIONS)
+).replace("    <EXECUTION>\n", _options_doc(EXECUTION_OPTIONS))
 
 
 class Components(NamedTuple):
@@ -279,18 +281,16 @@ def _score_components(embeddings, *, progress=None, stage=None, seed=None, **opt
     """
     options.pop("rand_init", None)
     config, execution = resolve(**options)
-    points = None if progress is None or progress is False else progress
-    if points is True:
-        points = TqdmProgress()
+    bar = TqdmProgress() if progress is True else None
 
     def report(done, total, label):
-        if label == "scoring":
-            if points is not None:
-                points(done, total, label) if isinstance(points, TqdmProgress) else points(
-                    done, total
-                )
-        elif stage is not None:
-            stage(label, done / total if total else 0.0)
+        if label != "scoring":
+            if stage is not None:
+                stage(label, done / total if total else 0.0)
+        elif bar is not None:
+            bar(done, total, label)
+        elif callable(progress):
+            progress(done, total)
 
     try:
         return tuple(
@@ -299,5 +299,5 @@ def _score_components(embeddings, *, progress=None, stage=None, seed=None, **opt
             )
         )
     finally:
-        if isinstance(points, TqdmProgress):
-            points.close()
+        if bar is not None:
+            bar.close()
