@@ -315,11 +315,7 @@ class _Options:
     def __eq__(self, other):
         if type(other) is not type(self):
             return NotImplemented
-        return all(
-            getattr(self, s.name) is getattr(other, s.name)
-            or getattr(self, s.name) == getattr(other, s.name)
-            for s in self._SPECS
-        )
+        return self._values() == other._values()
 
     def __hash__(self):
         return hash((type(self), tuple(repr(v) for v in self._values().values())))
