@@ -208,6 +208,85 @@ def _fill_bounds(e_low, e_high, dp, q, t, lb):
             row[code] = max(0.0, lo_edge[code] - v, v - hi_edge[code])
 
 
+# The scan loops shared by the coverage and the redundancy kernels. Inlined in numba's IR
+# (jit_inline): a call with array arguments in these loops would otherwise cost reference counting
+# (atomic operations) per sample.
+
+
+@jit_inline
+def _plain_hits(lb, codes, dp, i0, i1, limit, hit):
+    """Plain pass: into ``hit``, the samples of ``[i0, i1)`` whose code bound (summed in the drawn
+    order) is at most ``limit``; returns how many."""
+    s = dp.shape[0]
+    n_hits = 0
+    for i in range(i0, i1):
+        bound = lb[0, codes[dp[0], i]]
+        for j in range(1, s):
+            bound += lb[j, codes[dp[j], i]]
+        hit[n_hits] = i
+        n_hits += bound <= limit
+    return n_hits
+
+
+@jit_inline
+def _distance(src, rows, q, i):
+    """The exact L1 distance of sample ``i`` to ``q`` (float64, in the drawn order)."""
+    d = abs(np.float64(src[rows[0], i]) - q[0])
+    for j in range(1, rows.shape[0]):
+        d += abs(np.float64(src[rows[j], i]) - q[j])
+    return d
+
+
+@jit_inline
+def _scan_step(vr, qs, n, left, right, left_done, right_done, limit):
+    """One step of the outward scan along the sorted values ``vr`` from ``qs``: the side nearer
+    to ``qs`` next (left on ties), ``_CHUNK`` positions. Returns ``(a, b, left, right,
+    left_done, right_done)``: positions ``[a, b)`` to visit, or ``a == b`` when that side's next
+    gap alone is above ``limit`` (the side is then done: every sample beyond is farther)."""
+    go_left = right_done
+    if not left_done and not right_done:
+        go_left = abs(np.float64(vr[left - 1]) - qs) <= abs(np.float64(vr[right]) - qs)
+    if go_left:
+        a = max(left - _CHUNK, 0)
+        if abs(np.float64(vr[left - 1]) - qs) > limit:
+            return 0, 0, left, right, True, right_done
+        return a, left, a, right, a == 0, right_done
+    b = min(right + _CHUNK, n)
+    if abs(np.float64(vr[right]) - qs) > limit:
+        return 0, 0, left, right, left_done, True
+    return right, b, left, b, left_done, b >= n
+
+
+@jit_inline
+def _scan_hits(vr, orr, qs, a, b, t, lb, codes, dp, limit, hit):
+    """Sorted scan: into ``hit``, the positions of ``[a, b)`` whose bound (the exact gap along the
+    scan dimension ``t``, code bounds along the others, summed in the drawn order: never above
+    the exact distance) is at most ``limit``; returns how many."""
+    s = dp.shape[0]
+    n_hits = 0
+    for j in range(a, b):
+        g = abs(np.float64(vr[j]) - qs)
+        i = orr[j]
+        bound = 0.0
+        for jj in range(s):
+            term = g if jj == t else lb[jj, codes[dp[jj], i]]
+            bound = term if jj == 0 else bound + term
+        hit[n_hits] = j
+        n_hits += bound <= limit
+    return n_hits
+
+
+@jit_inline
+def _scan_distance(src, rows, q, i, g, t):
+    """The exact distance of sample ``i`` whose gap along the scan dimension ``t`` is ``g`` (the
+    same float64 operations, in the same order, as :func:`_distance`)."""
+    d = 0.0
+    for jj in range(rows.shape[0]):
+        term = g if jj == t else abs(np.float64(src[rows[jj], i]) - q[jj])
+        d = term if jj == 0 else d + term
+    return d
+
+
 @jit
 def _cover_kernel(
     src, srows, codes, e_low, e_high, dims, queries, tscan, sslot, order, vals, out_c, lb, hit
@@ -215,13 +294,11 @@ def _cover_kernel(
     """Coverage winner of each point: min distance, ties to the lowest index.
 
     ``src[srows[p, j], i]`` is the value of sample ``i`` along the point's ``j``-th dimension
-    (``src`` is a column-major copy of ``X``, or ``X.T``). Helpers are written inline: a call with
-    array arguments in these loops would cost reference counting (atomic operations) per sample.
+    (``src`` is a column-major copy of ``X``, or ``X.T``).
     """
     n = codes.shape[1]
     for p in range(queries.shape[0]):
         dp = dims[p]
-        s = dp.shape[0]
         q = queries[p]
         rows = srows[p]
         srow = sslot[p]
@@ -231,19 +308,10 @@ def _cover_kernel(
         bi = -1
         if srow < 0:
             for i0 in range(0, n, _CHUNK):
-                i1 = min(i0 + _CHUNK, n)
-                n_hits = 0
-                for i in range(i0, i1):
-                    bound = lb[0, codes[dp[0], i]]
-                    for j in range(1, s):
-                        bound += lb[j, codes[dp[j], i]]
-                    hit[n_hits] = i
-                    n_hits += bound <= best
+                n_hits = _plain_hits(lb, codes, dp, i0, min(i0 + _CHUNK, n), best, hit)
                 for h in range(n_hits):
                     i = hit[h]
-                    d = abs(np.float64(src[rows[0], i]) - q[0])
-                    for j in range(1, s):
-                        d += abs(np.float64(src[rows[j], i]) - q[j])
+                    d = _distance(src, rows, q, i)
                     if d < best or (d == best and i < bi):
                         best = d
                         bi = i
@@ -256,43 +324,14 @@ def _cover_kernel(
             left_done = left == 0
             right_done = right >= n
             while not (left_done and right_done):
-                go_left = right_done
-                if not left_done and not right_done:
-                    go_left = abs(np.float64(vr[left - 1]) - qs) <= abs(np.float64(vr[right]) - qs)
-                if go_left:
-                    a = max(left - _CHUNK, 0)
-                    b = left
-                    if abs(np.float64(vr[b - 1]) - qs) > best:
-                        left_done = True
-                        continue
-                    left = a
-                    left_done = a == 0
-                else:
-                    a = right
-                    b = min(right + _CHUNK, n)
-                    if abs(np.float64(vr[a]) - qs) > best:
-                        right_done = True
-                        continue
-                    right = b
-                    right_done = b >= n
-                n_hits = 0
-                for j in range(a, b):
-                    g = abs(np.float64(vr[j]) - qs)
-                    i = orr[j]
-                    bound = 0.0
-                    for jj in range(s):  # in drawn order: never above the exact distance
-                        term = g if jj == t else lb[jj, codes[dp[jj], i]]
-                        bound = term if jj == 0 else bound + term
-                    hit[n_hits] = j
-                    n_hits += bound <= best
+                a, b, left, right, left_done, right_done = _scan_step(
+                    vr, qs, n, left, right, left_done, right_done, best
+                )
+                n_hits = _scan_hits(vr, orr, qs, a, b, t, lb, codes, dp, best, hit)
                 for h in range(n_hits):
                     j = hit[h]
                     i = orr[j]
-                    g = abs(np.float64(vr[j]) - qs)
-                    d = 0.0
-                    for jj in range(s):
-                        term = g if jj == t else abs(np.float64(src[rows[jj], i]) - q[jj])
-                        d = term if jj == 0 else d + term
+                    d = _scan_distance(src, rows, q, i, abs(np.float64(vr[j]) - qs), t)
                     if d < best or (d == best and i < bi):
                         best = d
                         bi = i
@@ -408,19 +447,10 @@ def _knn_kernel(
                 for i0 in range(0, n, _CHUNK):
                     if size + _CHUNK > cap:
                         size, thr = _make_room(bd, bi, size, k, cap - _CHUNK, sd, si, hist)
-                    i1 = min(i0 + _CHUNK, n)
-                    n_hits = 0
-                    for i in range(i0, i1):
-                        bound = lb[0, codes[dp[0], i]]
-                        for j in range(1, s):
-                            bound += lb[j, codes[dp[j], i]]
-                        hit[n_hits] = i
-                        n_hits += bound <= thr
+                    n_hits = _plain_hits(lb, codes, dp, i0, min(i0 + _CHUNK, n), thr, hit)
                     for h in range(n_hits):
                         i = hit[h]
-                        d = abs(np.float64(src[rows[0], i]) - q[0])
-                        for j in range(1, s):
-                            d += abs(np.float64(src[rows[j], i]) - q[j])
+                        d = _distance(src, rows, q, i)
                         bd[size] = d
                         bi[size] = i
                         size += (d <= thr) & (i != c)
@@ -440,29 +470,11 @@ def _knn_kernel(
                 while not (left_done and right_done):
                     if size + _CHUNK > cap:
                         size, thr = _make_room(bd, bi, size, k, cap - _CHUNK, sd, si, hist)
-                    go_left = right_done
-                    if not left_done and not right_done:
-                        go_left = abs(np.float64(vr[left - 1]) - qs) <= abs(
-                            np.float64(vr[right]) - qs
-                        )
-                    if go_left:
-                        a = max(left - _CHUNK, 0)
-                        b = left
-                        if abs(np.float64(vr[b - 1]) - qs) > thr:
-                            left_done = True
-                            continue
-                        left = a
-                        left_done = a == 0
-                    else:
-                        a = right
-                        b = min(right + _CHUNK, n)
-                        if abs(np.float64(vr[a]) - qs) > thr:
-                            right_done = True
-                            continue
-                        right = b
-                        right_done = b >= n
-                    n_hits = 0
+                    a, b, left, right, left_done, right_done = _scan_step(
+                        vr, qs, n, left, right, left_done, right_done, thr
+                    )
                     if s == 2:  # two terms: g + other == other + g exactly, either order
+                        n_hits = 0
                         for j in range(a, b):
                             g = abs(np.float64(vr[j]) - qs)
                             hit[n_hits] = j
@@ -476,23 +488,11 @@ def _knn_kernel(
                             bi[size] = i
                             size += (d <= thr) & (i != c)
                     else:
-                        for j in range(a, b):
-                            g = abs(np.float64(vr[j]) - qs)
-                            i = orr[j]
-                            bound = 0.0
-                            for jj in range(s):  # in drawn order: never above the distance
-                                term = g if jj == t else lb[jj, codes[dp[jj], i]]
-                                bound = term if jj == 0 else bound + term
-                            hit[n_hits] = j
-                            n_hits += bound <= thr
+                        n_hits = _scan_hits(vr, orr, qs, a, b, t, lb, codes, dp, thr, hit)
                         for h in range(n_hits):
                             j = hit[h]
                             i = orr[j]
-                            g = abs(np.float64(vr[j]) - qs)
-                            d = 0.0
-                            for jj in range(s):
-                                term = g if jj == t else abs(np.float64(src[rows[jj], i]) - q[jj])
-                                d = term if jj == 0 else d + term
+                            d = _scan_distance(src, rows, q, i, abs(np.float64(vr[j]) - qs), t)
                             bd[size] = d
                             bi[size] = i
                             size += (d <= thr) & (i != c)
