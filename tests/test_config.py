@@ -100,6 +100,13 @@ def test_execution_checks_every_combination_once(options, match):
         Execution(**options)
 
 
+def test_a_torch_device_object_is_accepted_by_name():
+    torch = pytest.importorskip("torch")
+    assert Execution(device=torch.device("cpu")).device == "cpu"
+    with pytest.raises(ValueError, match="device must be a string"):
+        Execution(device=3)
+
+
 def test_execution_resolves_the_engine():
     from zcore.core import engine_numba
 

@@ -78,6 +78,9 @@ class OptionSpec:
         The type as the numpydoc Parameters section writes it.
     details : str
         Further documentation, appended to ``help`` in docstrings.
+    convert : callable, optional
+        Applied to a value other than ``None`` before the check (e.g. a ``torch.device`` to its
+        name).
     """
 
     name: str
@@ -90,11 +93,14 @@ class OptionSpec:
     allow_none: bool = False
     doc_type: str = ""
     details: str = ""
+    convert: object = None
 
     def check(self, value):
         """``value`` converted and checked; ``ValueError`` saying what to change otherwise."""
         if value is None and self.allow_none:
             return None
+        if self.convert is not None and value is not None:
+            value = self.convert(value)
         if self.kind == "int":
             return check_int(value, self.name, min_value=self.minimum)
         if self.kind == "float":
@@ -183,6 +189,12 @@ LAW_OPTIONS = (
     ),
 )
 
+
+def _device_name(device):
+    """A ``torch.device`` by its name (``"cuda:1"``); anything else as given."""
+    return str(device) if hasattr(device, "type") and hasattr(device, "index") else device
+
+
 #: The engines :class:`Execution` accepts (see :mod:`zcore.core.registry`).
 ENGINE_CHOICES = ("auto", "numpy", "numba", "torch")
 #: The backends :class:`Execution` accepts.
@@ -229,6 +241,7 @@ EXECUTION_OPTIONS = (
         "GPU device (optional)",
         allow_none=True,
         doc_type="str or None",
+        convert=_device_name,
     ),
     OptionSpec(
         "backend",
