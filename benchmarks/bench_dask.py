@@ -35,8 +35,9 @@ sys.path.insert(0, ROOT)
 
 from zcore.core.dask_backend import accumulate_dask  # noqa: E402
 from zcore.core.draws import draw_init, draw_points, embedding_stats  # noqa: E402
-from zcore.core.engine import fixed_point_shift  # noqa: E402
-from zcore.core.engine_numba import prepare, warmup  # noqa: E402
+from zcore.core.engine_numba import warmup  # noqa: E402
+from zcore.core.engines import ENGINES  # noqa: E402
+from zcore.core.law import fixed_point_shift  # noqa: E402
 from zcore.core.parallel import accumulate_parallel  # noqa: E402
 
 CLUSTERS = 20
@@ -64,16 +65,14 @@ def run_size(n, points, d, workers, client):
     params = {"k": k, "exp": EXP, "shift": shift}
 
     t0 = time.perf_counter()
-    engine = prepare(X)
+    engine = ENGINES["numba"].prepare(X)
     t1 = time.perf_counter()
     if workers > 1:
-        cov_l, pen_l = accumulate_parallel(
-            engine, X, dims, coords, num_workers=workers, params=params
-        )
+        cov_l, pen_l = accumulate_parallel(engine, dims, coords, num_workers=workers, params=params)
     else:
         cov_l = np.zeros(n, np.int64)
         pen_l = np.zeros(n, np.int64)
-        engine(X, dims, coords, cov_l, pen_l, **params)
+        engine.accumulate(dims, coords, cov_l, pen_l, **params)
     t2 = time.perf_counter()
     del engine
 

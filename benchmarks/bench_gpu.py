@@ -37,7 +37,7 @@ sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 from bench_dask import make_embeddings  # noqa: E402
 
 from zcore.core.draws import draw_init, draw_points, embedding_stats  # noqa: E402
-from zcore.core.engine import fixed_point_shift  # noqa: E402
+from zcore.core.law import fixed_point_shift  # noqa: E402
 
 K = 1000
 

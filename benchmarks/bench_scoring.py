@@ -12,7 +12,7 @@ Each configuration runs in its own subprocess (so its peak RSS is its own). In t
    peak memory (``ru_maxrss`` of the process, and for workers the sampled peak of the summed PSS
    of the process tree, which counts shared pages once);
 4. the baseline, :func:`baseline_accumulate` (a frozen copy of the straightforward
-   ``zcore.core.engine.accumulate_numpy``: per point an L1 distance over all N samples, then
+   ``zcore.core.law.accumulate_numpy``: per point an L1 distance over all N samples, then
    ``argpartition`` over N), on the SAME draws: on all points when that fits in
    ``--baseline-seconds``, else on the first points until that time is spent, extrapolated per
    point to all points (the table marks it ``~``); the engine's integers on that subset are
@@ -44,7 +44,7 @@ if ROOT not in sys.path:
 def baseline_accumulate(X, dims, coords, coverage, penalty, *, k, exp, shift):
     """The straightforward implementation (a frozen copy of ``accumulate_numpy``): per point an
     L1 distance over all N samples for coverage, then ``argpartition`` over N for redundancy."""
-    from zcore.core.engine import penalty_weights, to_fixed
+    from zcore.core.law import penalty_weights, to_fixed
 
     n = X.shape[0]
     one = np.int64(1) << shift
@@ -137,18 +137,19 @@ def _max_rss_bytes(who=resource.RUSAGE_SELF):
 def run_config(n, d, points_per_sample, max_points, workers, engine_name, baseline_seconds, seed):
     """One configuration, in this process; returns a dict of results."""
     from zcore.core.draws import draw_init, draw_points, embedding_stats
-    from zcore.core.engine import fixed_point_shift
     from zcore.core.engines import get_engine
+    from zcore.core.law import fixed_point_shift
     from zcore.core.parallel import accumulate_parallel
     from zcore.core.validation import check_embeddings
 
+    knobs = None
     if engine_name == "numba-windowed":  # the compiled engine's windowed kernel at every N
-        from zcore.core import engine_numba
+        from zcore.core.engine_numba import NumbaKnobs
 
-        engine_numba.DENSE_MAX_N = 0
-        engine = get_engine("numba")
+        knobs = NumbaKnobs(dense_max_n=0)
+        engine = get_engine("numba").load()
     else:
-        engine = get_engine(engine_name)  # compiles / loads the numba cache before timing
+        engine = get_engine(engine_name).load()  # compiles / loads the numba cache before timing
     X = check_embeddings(make_embeddings(n, d, seed))
     n_points = int(min(max_points, points_per_sample * n))
     rng = np.random.default_rng(seed)
@@ -159,18 +160,16 @@ def run_config(n, d, points_per_sample, max_points, workers, engine_name, baseli
 
     with _TreeMemory() as tree:
         start = time.perf_counter()
+        # As scoring wires it: per-matrix preparation once (in the parent, shared by the workers).
+        prepared = engine.prepare(X, knobs=knobs)
         if workers > 1:
-            # As scoring wires it: per-matrix preparation once in the parent, shared by the workers.
-            prepare = getattr(engine, "prepare", None)
-            accumulate = prepare(X) if prepare is not None else engine
             coverage, penalty = accumulate_parallel(
-                accumulate, X, dims, coords, num_workers=workers, params=params
+                prepared, dims, coords, num_workers=workers, params=params
             )
-            del accumulate
         else:
             coverage = np.zeros(n, np.int64)
             penalty = np.zeros(n, np.int64)
-            engine(X, dims, coords, coverage, penalty, **params)
+            prepared.accumulate(dims, coords, coverage, penalty, **params)
         engine_s = time.perf_counter() - start
     peak_self = _max_rss_bytes()
     peak_children = _max_rss_bytes(resource.RUSAGE_CHILDREN)
@@ -193,7 +192,8 @@ def run_config(n, d, points_per_sample, max_points, workers, engine_name, baseli
     # The fast engine on the baseline's points: identical integers?
     sub_cov = np.zeros(n, np.int64)
     sub_pen = np.zeros(n, np.int64)
-    engine(X, dims[:done], coords[:done], sub_cov, sub_pen, **params)
+    prepared.accumulate(dims[:done], coords[:done], sub_cov, sub_pen, **params)
+    del prepared
     exact = bool(np.array_equal(sub_cov, base_cov) and np.array_equal(sub_pen, base_pen))
 
     return {

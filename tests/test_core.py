@@ -149,16 +149,23 @@ def test_identical_rows_give_no_nan():
 def test_default_n_samples_is_10_per_sample():
     X = _data(30)
     calls = []
-    zcore_scores(X, redund_nn=5, seed=0, progress=lambda done, total: calls.append(total))
+    zcore_scores(X, redund_nn=5, seed=0, progress=lambda done, total, label: calls.append(total))
     assert calls and calls[-1] == 300
 
 
 def test_progress_callback_reaches_total():
     X = _data(30)
     seen = []
-    zcore_scores(X, n_samples=1000, redund_nn=5, seed=0, progress=lambda d, t: seen.append((d, t)))
-    assert seen[-1] == (1000, 1000)
-    assert all(b[0] >= a[0] for a, b in zip(seen, seen[1:]))
+    zcore_scores(
+        X,
+        n_samples=1000,
+        redund_nn=5,
+        seed=0,
+        progress=lambda d, t, label: seen.append((d, t, label)),
+    )
+    points = [(d, t) for d, t, label in seen if label == "scoring"]
+    assert points[-1] == (1000, 1000) and seen[-1][2] == "scoring"
+    assert all(b[0] >= a[0] for a, b in zip(points, points[1:]))
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from test_engines import CASES, DATASETS, _draws
 
-from zcore.core.engine import accumulate_numpy, fixed_point_shift
+from zcore.core.law import accumulate_numpy, fixed_point_shift
 
 distributed = pytest.importorskip("distributed")
 

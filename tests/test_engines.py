@@ -1,6 +1,6 @@
 """Every scoring engine computes the same law: identical integers, scores equal to an oracle.
 
-The oracle (tests/oracle.py) is written from the law (the docstring of :mod:`zcore.core.engine`), point by
+The oracle (tests/oracle.py) is written from the law (the docstring of :mod:`zcore.core.law`), point by
 point, with float64 penalties; it shares only the random draws with the package. The engines
 (numpy, numba in each of its modes, torch on the CPU, the parallel runner) must agree with each
 other on the coverage and fixed-point penalty integers exactly, and with the oracle on the final
@@ -74,33 +74,30 @@ def _numba_variants():
 
     if not engine_numba.AVAILABLE:
         return {}
-    windowed = {"DENSE_MAX_N": 0}  # the windowed kernel even for these small collections
-    return {
+    windowed = {"dense_max_n": 0}  # the windowed kernel even for these small collections
+    variants = {
         "numba": {},
         # the dense scan kernel, with batches of one point and of a few points
-        "numba-dense": {"DENSE_MAX_N": 10**9},
-        "numba-dense-batched": {"DENSE_MAX_N": 10**9, "engine_dense.BATCH_ELEMENTS": 256},
+        "numba-dense": {"dense_max_n": 10**9},
+        "numba-dense-batched": {"dense_max_n": 10**9, "dense_batch_elements": 256},
         # no slack: the threshold search must hit exactly k (ties overflow to the exact selection)
-        "numba-dense-exact": {"DENSE_MAX_N": 10**9, "engine_dense.SLACK": 0},
+        "numba-dense-exact": {"dense_max_n": 10**9, "dense_slack": 0},
         # the search gives up at once: the exact selection among an overfull threshold
-        "numba-dense-overflow": {
-            "DENSE_MAX_N": 10**9,
-            "engine_dense.SLACK": 0,
-            "engine_dense.MAX_COUNTS": 1,
-        },
+        "numba-dense-overflow": {"dense_max_n": 10**9, "dense_slack": 0, "dense_max_counts": 1},
         "numba-windowed": windowed,
-        "numba-sorted": {**windowed, "SORT_MIN_POINTS": 0},  # every point by sorted scans
-        "numba-plain": {**windowed, "SORT_MIN_POINTS": 10**9},  # every point by plain passes
-        "numba-tiled": {**windowed, "SORT_MIN_POINTS": 2, "MEMORY_BUDGET": 0},  # a dim per block
+        "numba-sorted": {**windowed, "sort_min_points": 0},  # every point by sorted scans
+        "numba-plain": {**windowed, "sort_min_points": 10**9},  # every point by plain passes
+        "numba-tiled": {**windowed, "sort_min_points": 2, "memory_budget": 0},  # a dim per block
         # exact distances from the rows of X (as for a large X), or from gathered columns
-        "numba-rows": {**windowed, "COLUMNS_BUDGET": 0, "COLUMN_MIN_POINTS": 10**9},
+        "numba-rows": {**windowed, "columns_budget": 0, "column_min_points": 10**9},
         "numba-column": {
             **windowed,
-            "COLUMNS_BUDGET": 0,
-            "COLUMN_MIN_POINTS": 1,
-            "SORT_MIN_POINTS": 1,
+            "columns_budget": 0,
+            "column_min_points": 1,
+            "sort_min_points": 1,
         },
     }
+    return {name: engine_numba.NumbaKnobs(**knobs) for name, knobs in variants.items()}
 
 
 def _run(accumulate, X, dims, coords, k, exp, shift, **kwargs):
@@ -111,33 +108,37 @@ def _run(accumulate, X, dims, coords, k, exp, shift, **kwargs):
     return coverage, penalty
 
 
-def _all_results(X, dims, coords, k, exp, shift, monkeypatch):
-    from zcore.core.engine import accumulate_numpy
-    from zcore.core.engines import get_engine
+def _run_prepared(prepared, dims, coords, k, exp, shift, **kwargs):
+    n = prepared.X.shape[0]
+    coverage = np.zeros(n, np.int64)
+    penalty = np.zeros(n, np.int64)
+    prepared.accumulate(dims, coords, coverage, penalty, k=k, exp=exp, shift=shift, **kwargs)
+    return coverage, penalty
+
+
+def _all_results(X, dims, coords, k, exp, shift):
+    from zcore.core.engines import ENGINES
+    from zcore.core.law import accumulate_numpy
 
     results = {"numpy": _run(accumulate_numpy, X, dims, coords, k, exp, shift)}
-    variants = _numba_variants()
-    if variants:
-        from zcore.core import engine_dense, engine_numba
-
-        modules = {"engine_dense": engine_dense}
-        for name, knobs in variants.items():
-            with monkeypatch.context() as m:
-                for attr, value in knobs.items():
-                    module, _, attr = attr.rpartition(".")
-                    m.setattr(modules.get(module, engine_numba), attr, value)
-                results[name] = _run(engine_numba.accumulate_numba, X, dims, coords, k, exp, shift)
+    for name, knobs in _numba_variants().items():
+        prepared = ENGINES["numba"].prepare(X, knobs=knobs)
+        results[name] = _run_prepared(prepared, dims, coords, k, exp, shift)
     try:
         import torch  # noqa: F401
     except ImportError:
         pass
     else:
-        torch_engine = get_engine("torch", device="cpu")
-        results["torch"] = _run(torch_engine, X, dims, coords, k, exp, shift, batch=13)
+        from zcore.core.engine_torch import TorchKnobs
+
+        def torch_engine(**knobs):
+            return ENGINES["torch"].prepare(X, device="cpu", knobs=TorchKnobs(**knobs))
+
+        results["torch"] = _run_prepared(torch_engine(batch=13), dims, coords, k, exp, shift)
         # windows of k + 1 sorted positions: the exactness check, its fallback and ties
         for window in (k + 1, 2 * k + 8):
-            results[f"torch-window-{window}"] = _run(
-                torch_engine, X, dims, coords, k, exp, shift, batch=13, window=window
+            results[f"torch-window-{window}"] = _run_prepared(
+                torch_engine(batch=13, window=window), dims, coords, k, exp, shift
             )
     return results
 
@@ -162,8 +163,8 @@ CASES = [
 
 
 @pytest.mark.parametrize("dataset,sample_dim,k,exp", CASES)
-def test_engines_agree_with_each_other_and_the_oracle(dataset, sample_dim, k, exp, monkeypatch):
-    from zcore.core.engine import fixed_point_shift
+def test_engines_agree_with_each_other_and_the_oracle(dataset, sample_dim, k, exp):
+    from zcore.core.law import fixed_point_shift
 
     seed = CASES.index((dataset, sample_dim, k, exp))
     X = DATASETS[dataset](np.random.default_rng(seed))
@@ -172,7 +173,7 @@ def test_engines_agree_with_each_other_and_the_oracle(dataset, sample_dim, k, ex
     init, dims, coords = _draws(X, n_points, sample_dim, seed)
     shift = fixed_point_shift(n_points)
 
-    results = _all_results(X, dims, coords, k, exp, shift, monkeypatch)
+    results = _all_results(X, dims, coords, k, exp, shift)
     cov0, pen0 = results["numpy"]
     for name, (cov, pen) in results.items():
         np.testing.assert_array_equal(cov, cov0, err_msg=f"coverage of {name} != numpy")
@@ -185,10 +186,10 @@ def test_engines_agree_with_each_other_and_the_oracle(dataset, sample_dim, k, ex
     np.testing.assert_allclose(engine_scores(cov0, pen0, shift, init), expected, rtol=0, atol=1e-9)
 
 
-def test_numba_engine_larger_problem_matches_numpy(monkeypatch):
+def test_numba_engine_larger_problem_matches_numpy():
     """Enough points per dimension for the sorted scans, shrinking and retries to all run."""
     from zcore.core import engine_numba
-    from zcore.core.engine import accumulate_numpy, fixed_point_shift
+    from zcore.core.law import accumulate_numpy, fixed_point_shift
 
     if not engine_numba.AVAILABLE:
         pytest.skip("numba not installed")
@@ -200,38 +201,44 @@ def test_numba_engine_larger_problem_matches_numpy(monkeypatch):
     shift = fixed_point_shift(len(dims))
     variants = [
         {},  # the dense kernel (a small collection)
-        {"DENSE_MAX_N": 0},  # the windowed kernel
+        {"dense_max_n": 0},  # the windowed kernel
         {  # windowed, blocks of two dims, rows of X and gathered columns
-            "DENSE_MAX_N": 0,
-            "MEMORY_BUDGET": 3000 * 8 * 2,
-            "COLUMNS_BUDGET": 0,
-            "COLUMN_MIN_POINTS": 20,
+            "dense_max_n": 0,
+            "memory_budget": 3000 * 8 * 2,
+            "columns_budget": 0,
+            "column_min_points": 20,
         },
     ]
     for k in (1, 37, 400):
         expected = _run(accumulate_numpy, X, dims, coords, k, 4.0, shift)
         for knobs in variants:
-            with monkeypatch.context() as m:
-                for attr, value in knobs.items():
-                    m.setattr(engine_numba, attr, value)
-                got = _run(engine_numba.accumulate_numba, X, dims, coords, k, 4.0, shift)
+            got = _run(
+                engine_numba.accumulate_numba,
+                X,
+                dims,
+                coords,
+                k,
+                4.0,
+                shift,
+                knobs=engine_numba.NumbaKnobs(**knobs),
+            )
             np.testing.assert_array_equal(got[0], expected[0], err_msg=f"{knobs}")
             np.testing.assert_array_equal(got[1], expected[1], err_msg=f"{knobs}")
 
 
 def test_progress_counts_every_point_once():
-    from zcore.core.engine import fixed_point_shift
     from zcore.core.engines import get_engine
+    from zcore.core.law import fixed_point_shift
 
     X = _gaussian(np.random.default_rng(1))
     _, dims, coords = _draws(X, 1000, 2, 1)
     for name in ("numpy", "numba", "torch"):
         try:
-            engine = get_engine(name)
+            engine = get_engine(name).load().prepare(X)
         except ImportError:
             continue
         calls = []
-        _run(engine, X, dims, coords, 10, 4.0, fixed_point_shift(1000), progress=calls.append)
+        _run_prepared(engine, dims, coords, 10, 4.0, fixed_point_shift(1000), progress=calls.append)
         assert sum(calls) == 1000, name
         assert all(c > 0 for c in calls), name
 
@@ -242,7 +249,8 @@ def test_progress_counts_every_point_once():
 
 def test_parallel_numba_matches_one_process():
     from zcore.core import engine_numba
-    from zcore.core.engine import accumulate_numpy, fixed_point_shift
+    from zcore.core.engines import ENGINES
+    from zcore.core.law import accumulate_numpy, fixed_point_shift
     from zcore.core.parallel import accumulate_parallel
 
     if not engine_numba.AVAILABLE:
@@ -251,24 +259,34 @@ def test_parallel_numba_matches_one_process():
     _, dims, coords = _draws(X, 400, 2, 3)
     params = {"k": 50, "exp": 4.0, "shift": fixed_point_shift(400)}
     expected = _run(accumulate_numpy, X, dims, coords, **params)
-    # the plain engine (each worker prepares X), and X prepared once before forking
-    for engine in (engine_numba.accumulate_numba, engine_numba.accumulate_numba.prepare(X)):
+    # X prepared once before forking (the dense and the windowed kernels), and the numpy engine
+    windowed = engine_numba.NumbaKnobs(dense_max_n=0)
+    for engine in (
+        ENGINES["numba"].prepare(X),
+        ENGINES["numba"].prepare(X, knobs=windowed),
+        ENGINES["numpy"].prepare(X),
+    ):
         done = []
         cov, pen = accumulate_parallel(
-            engine, X, dims, coords, num_workers=2, params=params, progress=done.append
+            engine, dims, coords, num_workers=2, params=params, progress=done.append
         )
         np.testing.assert_array_equal(cov, expected[0])
         np.testing.assert_array_equal(pen, expected[1])
         assert sum(done) == 400
 
 
-def _failing_engine(X, dims, coords, coverage, penalty, **kwargs):
-    raise ValueError("engine failure for the test")
+class _FailingEngine:
+    def __init__(self, X):
+        self.X = X
+
+    def accumulate(self, dims, coords, coverage, penalty, **kwargs):
+        raise ValueError("engine failure for the test")
 
 
-def _slow_engine(X, dims, coords, coverage, penalty, *, progress=None, **kwargs):
-    progress(1)
-    time.sleep(30)
+class _SlowEngine(_FailingEngine):
+    def accumulate(self, dims, coords, coverage, penalty, *, progress=None, **kwargs):
+        progress(1)
+        time.sleep(30)
 
 
 def _assert_released(names):
@@ -286,8 +304,7 @@ def test_shared_memory_released_when_a_worker_fails():
     names = []
     with pytest.raises(RuntimeError, match="engine failure for the test"):
         accumulate_parallel(
-            _failing_engine,
-            X,
+            _FailingEngine(X),
             dims,
             coords,
             num_workers=2,
@@ -311,8 +328,7 @@ def test_shared_memory_released_on_keyboard_interrupt():
     start = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
         accumulate_parallel(
-            _slow_engine,
-            X,
+            _SlowEngine(X),
             dims,
             coords,
             num_workers=2,
@@ -330,14 +346,14 @@ def test_shared_memory_released_on_keyboard_interrupt():
 
 def test_get_engine_names_and_errors():
     from zcore.core import engine_numba
-    from zcore.core.engine import accumulate_numpy
-    from zcore.core.engines import ENGINE_NAMES, get_engine
+    from zcore.core.config import ENGINE_CHOICES
+    from zcore.core.engines import ENGINE_NAMES, ENGINES, get_engine
 
-    assert set(ENGINE_NAMES) == {"auto", "numpy", "numba", "torch"}
-    assert get_engine("numpy") is accumulate_numpy
-    expected_auto = engine_numba.accumulate_numba if engine_numba.AVAILABLE else accumulate_numpy
-    assert get_engine() is expected_auto
-    assert get_engine("AUTO") is expected_auto
+    assert set(ENGINE_NAMES) == {"auto", "numpy", "numba", "torch"} == set(ENGINE_CHOICES)
+    assert get_engine("numpy") is ENGINES["numpy"]
+    expected_auto = "numba" if engine_numba.AVAILABLE else "numpy"
+    assert get_engine().name == expected_auto
+    assert get_engine("AUTO").name == expected_auto
     with pytest.raises(ValueError, match="'numpy', 'numba', 'torch'"):
         get_engine("fast")
     with pytest.raises(ValueError, match="CPU only"):
@@ -358,12 +374,13 @@ sys.modules["numba"] = None  # makes `import numba` raise ImportError
 sys.modules["torch"] = None
 import numpy as np
 from zcore.core import engine_numba, engines
-from zcore.core.engine import accumulate_numpy
+from zcore.core.config import Execution
 assert engine_numba.AVAILABLE is False
-assert engines.get_engine() is accumulate_numpy
+assert engines.get_engine().name == "numpy"
+assert Execution().engine_name == "numpy"
 for name in ("numba", "torch"):
     try:
-        engines.get_engine(name)
+        Execution(engine=name)
     except ImportError as exc:
         assert "pip install" in str(exc)
     else:
@@ -380,6 +397,7 @@ def test_torch_is_not_imported_by_the_core():
     code = """
 import sys
 import zcore.core, zcore.core.engines, zcore.core.engine_torch, zcore.core.engine_numba
+import zcore.core.kernels, zcore.core.config
 print("torch" in sys.modules)
 """
     result = _python(code)
@@ -392,7 +410,7 @@ print("torch" in sys.modules)
 
 
 def test_law_power_uses_products_only_for_whole_exponents():
-    from zcore.core.engine import law_power
+    from zcore.core.law import law_power
 
     x = np.random.default_rng(0).random(1000) + 1e-3
     for exp in (0, 1, 2, 0.0, 2.0):  # what numpy's ** computes for these: ones, x, x * x
@@ -407,8 +425,8 @@ def test_law_power_uses_products_only_for_whole_exponents():
 
 def test_torch_power_and_pairwise_sum_match_numpy_bits():
     torch = pytest.importorskip("torch")
-    from zcore.core.engine import law_power
     from zcore.core.engine_torch import law_power_torch, pairwise_sum
+    from zcore.core.law import law_power
 
     rng = np.random.default_rng(1)
     for n in (1, 2, 7, 8, 9, 15, 16, 17, 127, 128, 129, 255, 1000, 4097):

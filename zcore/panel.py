@@ -28,7 +28,7 @@ import fiftyone.operators.types as types
 import numpy as np
 
 from . import collection as zc
-from .core.selection import select_top_indices
+from .core.budget import select_top_indices
 
 MODES = ("fraction", "size", "threshold")
 MODE_LABELS = {"fraction": "Fraction", "size": "Count", "threshold": "Score threshold"}

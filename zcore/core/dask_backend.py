@@ -1,6 +1,6 @@
 """Scoring on a Dask cluster: the rows of ``X`` sharded across workers, the law merged here.
 
-The same law as :mod:`zcore.core.engine`, with the same draws, and the same ``coverage`` and
+The same law as :mod:`zcore.core.law`, with the same draws, and the same ``coverage`` and
 ``penalty`` integers as the in-process engines (tested on a ``LocalCluster``). Each worker holds a
 contiguous block of rows (a *shard*, kept by a Dask actor with its prepared compiled engine), so no
 machine needs the whole matrix but the driver, which only slices it (a ``numpy.memmap`` works:
@@ -34,7 +34,7 @@ import time
 
 import numpy as np
 
-from .engine import _k_smallest, add_point_penalties, l1_distances
+from .law import add_point_penalties, k_smallest, l1_distances
 
 #: Bytes of candidate lists held per batch (by each shard, and by the driver).
 BATCH_BYTES = 256 << 20
@@ -71,8 +71,9 @@ class Shard:
         self.busy_s = 0.0
         if engine == "numba":
             from . import engine_numba
+            from .engines import ENGINES
 
-            engine_numba.warmup()
+            ENGINES["numba"].load()
             self.prepared = engine_numba.Prepared(self.X)  # windowed: shards use its searches
             self.prepared.keep_sorted(self.X)
 
@@ -127,7 +128,7 @@ class Shard:
                 available = n - (local_ex[p] >= 0)
                 if available == 0:
                     continue
-                idx, d = _k_smallest(dist, min(k_local, available), n)
+                idx, d = k_smallest(dist, min(k_local, available), n)
                 out_d[p, : idx.size] = d
                 out_i[p, : idx.size] = idx + self.offset
         # the local distances at ranks RANKS(k): the driver bounds the global k-th from them
@@ -232,7 +233,7 @@ def accumulate_dask(
     Parameters
     ----------
     X, dims, coords, coverage, penalty, k, exp, shift, progress
-        As for :func:`zcore.core.engine.accumulate_numpy` (``X`` may be a ``numpy.memmap``).
+        As for :func:`zcore.core.law.accumulate_numpy` (``X`` may be a ``numpy.memmap``).
     client : distributed.Client or str, default=None
         The cluster. A string is a scheduler address (``"tcp://host:8786"``; a ``tls://`` one
         connects with the credentials of :func:`zcore.core.dask_access.security_from_env`).
@@ -484,18 +485,18 @@ class _Merger:
     numba is here, else the numpy reference's, row by row."""
 
     def __init__(self, k, exp, shift):
-        from . import engine_numba
+        from . import kernels
 
         self.k, self.exp, self.shift = k, exp, shift
         self.one = np.int64(1) << shift
-        self.numba = engine_numba.AVAILABLE
+        self.numba = kernels.AVAILABLE
 
     def __call__(self, dist, idx, penalty):
         if self.numba:
-            from .engine_numba import _apply_penalties, _Workspace
+            from .kernels import Workspace, apply_penalties
 
-            workspace = _Workspace(dist.shape[0], dist.shape[1], self.k)
-            _apply_penalties(dist, idx, penalty, self.k, self.exp, self.shift, self.one, workspace)
+            workspace = Workspace(dist.shape[0], dist.shape[1], self.k)
+            apply_penalties(dist, idx, penalty, self.k, self.exp, self.shift, self.one, workspace)
             return
         for r in range(dist.shape[0]):
             keep = np.flatnonzero(idx[r] >= 0)

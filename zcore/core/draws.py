@@ -50,8 +50,9 @@ class EmbeddingStats:
 def embedding_stats(X, progress=None):
     """Compute :class:`EmbeddingStats` of a validated ``(N, D)`` float32 matrix.
 
-    ``progress(done, total)``, when given, is called after each block of dimensions (the medians
-    take about 50 ms per dimension per million samples).
+    ``progress(done, total, "dimension statistics")`` (:mod:`zcore.core.progress`), when given, is
+    called after each block of dimensions (the medians take about 50 ms per dimension per million
+    samples).
     """
     low = np.empty(X.shape[1], dtype=np.float64)
     high = np.empty(X.shape[1], dtype=np.float64)
@@ -63,7 +64,7 @@ def embedding_stats(X, progress=None):
         high[cols] = block.max(axis=0)
         mode[cols] = np.median(block, axis=0)
         if progress is not None:
-            progress(start + block.shape[1], X.shape[1])
+            progress(start + block.shape[1], X.shape[1], "dimension statistics")
     valid = np.flatnonzero(high > low)
     return EmbeddingStats(low=low, mode=mode, high=high, valid_dims=valid)
 

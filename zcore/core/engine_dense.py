@@ -1,11 +1,11 @@
 """Dense scan kernel of the compiled engine: for small collections, every sample, vectorised.
 
-Same contract and same integers as :func:`zcore.core.engine.accumulate_numpy`. The windowed kernel
+Same contract and same integers as :func:`zcore.core.law.accumulate_numpy`. The windowed kernel
 of :mod:`zcore.core.engine_numba` visits only a strip of the samples but pays a few nanoseconds of
 bookkeeping per visited sample; when ``N`` is small, ``redund_nn`` is a large fraction of it and the
 strip holds most of the samples anyway, so a plain pass over all ``N`` samples that the compiler
 vectorises (a fraction of a nanosecond per sample) is cheaper. :func:`zcore.core.engine_numba.prepare`
-picks this kernel when ``N <= DENSE_MAX_N`` (a crossover measured with ``benchmarks/bench_scoring.py``).
+picks this kernel when ``N <= NumbaKnobs.dense_max_n`` (a crossover measured with ``benchmarks/bench_scoring.py``).
 
 Per point, over a column-major copy of ``X`` (``4 N D`` bytes, one column per dimension):
 
@@ -18,31 +18,23 @@ Per point, over a column-major copy of ``X`` (``4 N D`` bytes, one column per di
   among them. The threshold changes the time only: a sample above it is farther than ``k`` others.
 
 The ``k`` best of a batch of points go to numpy for the weights (its ``**`` and its pairwise sum
-over the distances sorted ascending, as :func:`~zcore.core.engine.penalty_weights` does), then the
+over the distances sorted ascending, as :func:`~zcore.core.law.penalty_weights` does), then the
 fixed-point penalties are added by a compiled loop (the float64 operations of
-:func:`~zcore.core.engine.to_fixed`).
+:func:`~zcore.core.law.to_fixed`).
 
 Memory: the column-major copy of ``X``, two ``N``-long buffers, and ``batch x k`` distances and
-indices (``16 x`` :data:`BATCH_ELEMENTS` bytes), plus numpy temporaries of the same size.
+indices (``16 x NumbaKnobs.dense_batch_elements`` bytes), plus numpy temporaries of the same size.
 """
 
 import numpy as np
 
-from .engine_numba import _apply_penalties, _compact, _gather, _jit, _Workspace
+from .kernels import Workspace, apply_penalties, compact, gather, jit
 
-#: Candidates per point handed to numpy for the weights: at most ``k + SLACK * k + 32`` (the
-#: admission threshold is searched until between ``k`` and that many samples lie within it).
-SLACK = 0.25
-#: Points per batch are ``BATCH_ELEMENTS // (k + SLACK)``.
-BATCH_ELEMENTS = 1 << 20
-#: Counting passes spent on the admission threshold before giving up on the width (then the
-#: exact ``k`` best are selected among all the samples within the last threshold tried).
-MAX_COUNTS = 24
 #: Samples per block of the coverage minimum.
 _BLOCK = 256
 
 
-@_jit
+@jit
 def _distances(cols, dp, q, out):
     """``out[i] = sum_j |cols[dp[j], i] - q[j]|`` in float64, in the drawn order of ``dp``."""
     n = out.shape[0]
@@ -64,7 +56,7 @@ def _distances(cols, dp, q, out):
             out[i] += abs(np.float64(col[i]) - qj)
 
 
-@_jit
+@jit
 def _block_min(bits, i0, i1):
     m = bits[i0]
     for i in range(i0, i1):
@@ -73,7 +65,7 @@ def _block_min(bits, i0, i1):
     return m
 
 
-@_jit
+@jit
 def _argmin(bits):
     """Lowest index at the minimum of ``bits``: the int64 bit patterns of non-negative float64
     distances, which order as the distances do (integer minima vectorise, float ones do not)."""
@@ -91,7 +83,7 @@ def _argmin(bits):
     return first
 
 
-@_jit
+@jit
 def _count_at_most(bits, t):
     c = 0
     for i in range(bits.shape[0]):
@@ -99,7 +91,7 @@ def _count_at_most(bits, t):
     return c
 
 
-@_jit
+@jit
 def _threshold(bits, k, width, guess, s, max_counts, scratch):
     """An int64 threshold ``t`` with ``k <= #{bits <= t} <= width``, searched by counting passes
     inside a shrinking bracket: the first step as if the count grew as ``t**s`` (the volume of an
@@ -164,7 +156,7 @@ def _threshold(bits, k, width, guess, s, max_counts, scratch):
     return hi, c_hi
 
 
-@_jit
+@jit
 def _dense_kernel(
     cols, dims, coords, k, width, max_counts, out_c, out_d, out_i, dist, bd, bi, sd, si
 ):
@@ -215,7 +207,7 @@ def _dense_kernel(
                     bd[size] = dist[i]
                     bi[size] = i
                     size += 1
-            size, _ = _compact(bd, bi, size, k, sd, si)
+            size, _ = compact(bd, bi, size, k, sd, si)
             for j in range(size):
                 row_d[j] = bd[j]
                 row_i[j] = bi[j]
@@ -225,15 +217,18 @@ def columns_of(X):
     """Column-major float32 copy of ``X`` (one contiguous row per dimension)."""
     n, n_dims = X.shape
     cols = np.empty((n_dims, n), np.float32)
-    _gather(X, np.arange(n_dims), cols, 0)
+    gather(X, np.arange(n_dims), cols, 0)
     return cols
 
 
 class DensePrepared:
     """Per-matrix data of the dense kernel (the column-major copy of ``X``); calling it applies
-    the law like :func:`zcore.core.engine.accumulate_numpy`, for the same ``X``."""
+    the law like :func:`zcore.core.law.accumulate_numpy`, for the same ``X``."""
 
-    def __init__(self, X):
+    def __init__(self, X, knobs=None):
+        from .engine_numba import DEFAULT_KNOBS
+
+        self.knobs = DEFAULT_KNOBS if knobs is None else knobs
         X = np.ascontiguousarray(X, dtype=np.float32)
         self.shape = X.shape
         self.columns = columns_of(X)
@@ -255,14 +250,15 @@ class DensePrepared:
             return
         k = int(min(k, n - 1))
         one = np.int64(1) << shift
-        width = k + int(SLACK * k) + (32 if SLACK else 0)
+        slack = self.knobs.dense_slack
+        width = k + int(slack * k) + (32 if slack else 0)
         # points sharing their dimensions one after the other: their columns stay in cache
         order = np.lexsort(dims.T[::-1])
-        batch = int(max(1, min(n_points, BATCH_ELEMENTS // width)))
+        batch = int(max(1, min(n_points, self.knobs.dense_batch_elements // width)))
         out_c = np.empty(batch, np.int64)
         out_d = np.empty((batch, width))
         out_i = np.empty((batch, width), np.int64)
-        ws = _Workspace(batch, width, k)
+        ws = Workspace(batch, width, k)
         dist = np.empty(n)
         bd, sd = np.empty(n), np.empty(n)
         bi, si = np.empty(n, np.int64), np.empty(n, np.int64)
@@ -276,7 +272,7 @@ class DensePrepared:
                 coords[sel],
                 k,
                 width,
-                MAX_COUNTS,
+                self.knobs.dense_max_counts,
                 out_c[rows],
                 out_d[rows],
                 out_i[rows],
@@ -287,6 +283,6 @@ class DensePrepared:
                 si,
             )
             coverage += np.bincount(out_c[rows], minlength=n)
-            _apply_penalties(out_d[rows], out_i[rows], penalty, k, exp, shift, one, ws)
+            apply_penalties(out_d[rows], out_i[rows], penalty, k, exp, shift, one, ws)
             if progress is not None:
                 progress(m)

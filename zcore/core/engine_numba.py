@@ -1,6 +1,6 @@
-"""Compiled scoring engine (numba): the law of :mod:`zcore.core.engine`, bit for bit, much faster.
+"""Compiled scoring engine (numba): the law of :mod:`zcore.core.law`, bit for bit, much faster.
 
-Same contract and same results as :func:`zcore.core.engine.accumulate_numpy` (identical coverage and
+Same contract and same results as :func:`zcore.core.law.accumulate_numpy` (identical coverage and
 penalty integers), but a point costs a scan of a thin slice of the samples instead of two passes
 over all ``N`` of them.
 
@@ -20,8 +20,8 @@ table gives, for each code, a lower bound of ``|x_j - q_j|`` that is never above
 the numpy engine computes (bin edges are taken one fine cell outward, far beyond any rounding).
 Only samples whose bound, summed in the drawn order, does not exceed the distance to beat get their
 exact distance (same float64 operations, same order, as numpy), read from a column-major copy of
-``X`` when ``X`` is small (:data:`COLUMNS_BUDGET`), else from a column gathered for a run of points
-sharing that dimension (:data:`COLUMN_MIN_POINTS`), else from the row of ``X``.
+``X`` when ``X`` is small (``NumbaKnobs.columns_budget``), else from a column gathered for a run of points
+sharing that dimension (``NumbaKnobs.column_min_points``), else from the row of ``X``.
 
 - **coverage**: the nearest sample, ties to the lowest index;
 - **redundancy**: candidates at most at a threshold are buffered; the threshold starts at 1.5x a
@@ -38,142 +38,100 @@ scan dimension is rare are searched by a plain pass over the codes instead.
 Memory
 ------
 :func:`prepare` builds the codes (``N x D`` bytes, a quarter of ``X``), small per-dimension tables,
-and the column-major copy of ``X`` only when ``X`` is at most :data:`COLUMNS_BUDGET` bytes.
+and the column-major copy of ``X`` only when ``X`` is at most ``NumbaKnobs.columns_budget`` bytes.
 :meth:`Prepared.accumulate` then holds sorted orders and values (8 bytes per sample and dimension)
-for at most :data:`MEMORY_BUDGET` bytes of dimensions at a time, one gathered column, a chunk of
+for at most ``NumbaKnobs.memory_budget`` bytes of dimensions at a time, one gathered column, a chunk of
 gathered columns to sort (``16 x N`` floats), batch buffers of a few tens of MB and a few arrays of
 ``P`` numbers. Nothing of size ``N x N`` or ``N x P`` is allocated. For forked workers, prepare once
-in the parent (``accumulate_numba.prepare(X)``) and give the workers the prepared callable: they
+in the parent (:func:`prepare`) and give the workers the prepared engine: they
 share its codes instead of each building a copy.
 
 Exactness
 ---------
 Distances are the same float64 operations in the same order as the numpy engine. The penalty weights
-are computed by numpy with :func:`~zcore.core.engine.law_power` (IEEE products for a whole exponent;
+are computed by numpy with :func:`~zcore.core.law.law_power` (IEEE products for a whole exponent;
 numpy's ``**``, whose SIMD ``pow`` a compiled one does not reproduce to the bit, otherwise),
-elementwise with the expressions of :func:`~zcore.core.engine.penalty_weights`, and their
+elementwise with the expressions of :func:`~zcore.core.law.penalty_weights`, and their
 normalising sum over the ``k`` best sorted by distance (the order of the numpy engine); the rounding
-to fixed point is the same float64 operations as :func:`~zcore.core.engine.to_fixed`. For
-``N <= DENSE_MAX_N``, :func:`prepare` returns the dense scan kernel of
+to fixed point is the same float64 operations as :func:`~zcore.core.law.to_fixed`. For
+``N <= NumbaKnobs.dense_max_n``, :func:`prepare` returns the dense scan kernel of
 :mod:`zcore.core.engine_dense` instead (same results).
 """
 
 import math
-import os
+from dataclasses import dataclass
 
 import numpy as np
 
-from .engine import law_power
+from .kernels import (
+    AVAILABLE,
+    GATHER_CHUNK,
+    Workspace,
+    apply_penalties,
+    compact,
+    gather,
+    jit,
+    jit_inline,
+)
 
-try:  # numba is optional: without it the module still imports and AVAILABLE is False
-    import numba
-except ImportError:  # pragma: no cover - exercised only without numba
-    numba = None
-
-#: Whether the compiled engine can run (numba importable).
-AVAILABLE = numba is not None
-
-#: Bytes of sorted orders and values (8 per sample and dimension) held at once, per process.
-MEMORY_BUDGET = 256 << 20
-#: Points per call of the coverage kernel (a progress report after each).
-COVER_SLICE = 4096
-#: Largest ``X`` (bytes) of which a column-major copy is kept for the exact distances.
-COLUMNS_BUDGET = 512 << 20
-#: Points of a block sharing their other dimension from which that column is gathered for them
-#: (when there is no column-major copy of ``X``), instead of reading rows of ``X``.
-COLUMN_MIN_POINTS = 48
-#: A dimension is sorted for a phase only if at least this many points scan it; the others are
-#: searched by a plain pass over the codes (cheaper than sorting ``N`` values for a few points).
-SORT_MIN_POINTS = 16
-#: Rows of the per-dimension sorted subsample (scan choice, radius estimate, code bins).
-TABLE_ROWS = 16384
-#: Candidate distances per batch of redundancy searches (bounds the batch buffers).
-BATCH_ELEMENTS = 1 << 20
-#: Columns gathered per pass over the rows of ``X``.
-_GATHER_CHUNK = 16
 #: Sorted positions scanned per step of a search.
 _CHUNK = 64
 #: Candidates handed over per redundancy search beyond the ``k`` best (slack of the cheap shrink).
 _EXTRA = 64
 #: Uniform cells per dimension behind the 256 quantile codes.
 _CELLS = 4096
-#: Largest ``N`` scored by the dense scan kernel (:mod:`zcore.core.engine_dense`) instead of the
-#: windowed one: the crossover of the two measured with ``benchmarks/bench_scoring.py`` (D = 512,
-#: ``redund_nn`` = 1000, see README, Performance). Only the time depends on it.
-DENSE_MAX_N = 60_000
 
 
-def _cache_dir():
-    """Where compiled kernels are cached, one folder per module name (or ``None``: no cache).
+@dataclass(frozen=True)
+class NumbaKnobs:
+    """Tuning knobs of the compiled engine, with their defaults: only the time and memory depend
+    on them, never the integers (the engine tests run every kernel path by changing them).
 
-    numba's cache pickles a reference to the module that compiled a kernel. This package is
-    imported under two names — ``zcore...`` from Python and ``fiftyone.plugins...`` when FiftyOne
-    loads the plugin — and a cache written under one name fails to load under the other
-    (``ModuleNotFoundError`` in the App server). Keying the folder by ``__name__`` keeps them apart.
+    Pass one to :func:`prepare` (``prepare(X, knobs=NumbaKnobs(dense_max_n=0))``).
     """
-    tag = "".join(c if c.isalnum() or c in "._-" else "_" for c in __name__)
-    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "__pycache__")
-    for base in (here, os.path.join(os.path.expanduser("~"), ".cache", "zcore")):
-        path = os.path.join(base, "numba", tag)
-        try:
-            os.makedirs(path, exist_ok=True)
-        except OSError:
-            continue
-        if os.access(path, os.W_OK):
-            return path
-    return None
+
+    #: Bytes of sorted orders and values (8 per sample and dimension) held at once, per process.
+    memory_budget: int = 256 << 20
+    #: Points per call of the coverage kernel (a progress report after each).
+    cover_slice: int = 4096
+    #: Largest ``X`` (bytes) of which a column-major copy is kept for the exact distances.
+    columns_budget: int = 512 << 20
+    #: Points of a block sharing their other dimension from which that column is gathered for
+    #: them (when there is no column-major copy of ``X``), instead of reading rows of ``X``.
+    column_min_points: int = 48
+    #: A dimension is sorted for a phase only if at least this many points scan it; the others
+    #: are searched by a plain pass over the codes (cheaper than sorting ``N`` values for a few
+    #: points).
+    sort_min_points: int = 16
+    #: Rows of the per-dimension sorted subsample (scan choice, radius estimate, code bins).
+    table_rows: int = 16384
+    #: Candidate distances per batch of redundancy searches (bounds the batch buffers).
+    batch_elements: int = 1 << 20
+    #: Largest ``N`` scored by the dense scan kernel (:mod:`zcore.core.engine_dense`) instead of
+    #: the windowed one: the crossover of the two measured with ``benchmarks/bench_scoring.py``
+    #: (D = 512, ``redund_nn`` = 1000, see README, Performance).
+    dense_max_n: int = 60_000
+    #: Dense kernel: candidates per point handed to numpy for the weights are at most
+    #: ``k + dense_slack * k + 32`` (the admission threshold is searched until between ``k`` and
+    #: that many samples lie within it).
+    dense_slack: float = 0.25
+    #: Dense kernel: points per batch are ``dense_batch_elements // (k + slack)``.
+    dense_batch_elements: int = 1 << 20
+    #: Dense kernel: counting passes spent on the admission threshold before giving up on the
+    #: width (then the exact ``k`` best are selected among all the samples within the last
+    #: threshold tried).
+    dense_max_counts: int = 24
 
 
-_CACHE_DIR = _cache_dir() if numba is not None else None
-
-
-def _njit(func, **options):
-    if numba is None:
-        return func
-    if _CACHE_DIR is None:
-        return numba.njit(cache=False, nogil=True, **options)(func)
-    # numba picks a cache folder when a function is decorated: point it at ours for that moment.
-    saved = numba.config.CACHE_DIR
-    numba.config.CACHE_DIR = _CACHE_DIR
-    try:
-        return numba.njit(cache=True, nogil=True, **options)(func)
-    finally:
-        numba.config.CACHE_DIR = saved
-
-
-def _jit(func):
-    return _njit(func)
-
-
-def _jit_inline(func):
-    """For small helpers called in hot loops: inlined in numba's IR, so that passing arrays
-    costs no reference counting (atomic operations) per call."""
-    return _njit(func, inline="always")
+#: The defaults.
+DEFAULT_KNOBS = NumbaKnobs()
 
 
 # ----------------------------------------------------------------------------------------------
 # kernels: preparation
 
 
-@_jit
-def _gather_columns(X, cidx, out, row0):
-    """``out[row0 + j, i] = X[i, cidx[j]]``: columns of row-major ``X`` made contiguous."""
-    n = X.shape[0]
-    nc = cidx.shape[0]
-    rows = 256
-    tmp = np.empty((nc, rows), np.float32)
-    for i0 in range(0, n, rows):
-        i1 = min(i0 + rows, n)
-        for i in range(i0, i1):
-            for j in range(nc):
-                tmp[j, i - i0] = X[i, cidx[j]]
-        for j in range(nc):
-            dst = out[row0 + j]
-            for i in range(i0, i1):
-                dst[i] = tmp[j, i - i0]
-
-
-@_jit
+@jit
 def _encode(X, lo, scale, lut, codes, c0, c1):
     """``codes[j, i] = lut[j, cell]`` with ``cell = clip(int((x - lo) * scale), 0, cells - 1)``."""
     cells = lut.shape[1]
@@ -192,7 +150,7 @@ def _encode(X, lo, scale, lut, codes, c0, c1):
 # kernels: searches
 
 
-@_jit_inline
+@jit_inline
 def _lower_bound(vals, v):
     """First position ``j`` with ``vals[j] >= v`` (``vals`` sorted ascending)."""
     lo = 0
@@ -206,7 +164,7 @@ def _lower_bound(vals, v):
     return lo
 
 
-@_jit
+@jit
 def _choose_scan(table, dims, queries, half_window, n, k, out_t, out_r):
     """Per point: ``out_t``, the index ``j`` of the dimension where the samples are sparsest at the
     query; ``out_r``, a rough radius of the L1 ball around the query that holds ``k`` samples
@@ -234,7 +192,7 @@ def _choose_scan(table, dims, queries, half_window, n, k, out_t, out_r):
         out_r[p] = 0.5 * (k * volume / (n * dens)) ** (1.0 / s) if dens < np.inf else 0.0
 
 
-@_jit
+@jit
 def _fill_bounds(e_low, e_high, dp, q, t, lb):
     """``lb[j, code]``: a lower bound of ``|x - q[j]|`` over the samples with that code along
     ``dp[j]`` (0 for the scan dimension ``t``, whose exact gap is used instead)."""
@@ -250,20 +208,97 @@ def _fill_bounds(e_low, e_high, dp, q, t, lb):
             row[code] = max(0.0, lo_edge[code] - v, v - hi_edge[code])
 
 
-@_jit
+# The scan loops shared by the coverage and the redundancy kernels. Inlined in numba's IR
+# (jit_inline): a call with array arguments in these loops would otherwise cost reference counting
+# (atomic operations) per sample.
+
+
+@jit_inline
+def _plain_hits(lb, codes, dp, i0, i1, limit, hit):
+    """Plain pass: into ``hit``, the samples of ``[i0, i1)`` whose code bound (summed in the drawn
+    order) is at most ``limit``; returns how many."""
+    s = dp.shape[0]
+    n_hits = 0
+    for i in range(i0, i1):
+        bound = lb[0, codes[dp[0], i]]
+        for j in range(1, s):
+            bound += lb[j, codes[dp[j], i]]
+        hit[n_hits] = i
+        n_hits += bound <= limit
+    return n_hits
+
+
+@jit_inline
+def _distance(src, rows, q, i):
+    """The exact L1 distance of sample ``i`` to ``q`` (float64, in the drawn order)."""
+    d = abs(np.float64(src[rows[0], i]) - q[0])
+    for j in range(1, rows.shape[0]):
+        d += abs(np.float64(src[rows[j], i]) - q[j])
+    return d
+
+
+@jit_inline
+def _scan_step(vr, qs, n, left, right, left_done, right_done, limit):
+    """One step of the outward scan along the sorted values ``vr`` from ``qs``: the side nearer
+    to ``qs`` next (left on ties), ``_CHUNK`` positions. Returns ``(a, b, left, right,
+    left_done, right_done)``: positions ``[a, b)`` to visit, or ``a == b`` when that side's next
+    gap alone is above ``limit`` (the side is then done: every sample beyond is farther)."""
+    go_left = right_done
+    if not left_done and not right_done:
+        go_left = abs(np.float64(vr[left - 1]) - qs) <= abs(np.float64(vr[right]) - qs)
+    if go_left:
+        a = max(left - _CHUNK, 0)
+        if abs(np.float64(vr[left - 1]) - qs) > limit:
+            return 0, 0, left, right, True, right_done
+        return a, left, a, right, a == 0, right_done
+    b = min(right + _CHUNK, n)
+    if abs(np.float64(vr[right]) - qs) > limit:
+        return 0, 0, left, right, left_done, True
+    return right, b, left, b, left_done, b >= n
+
+
+@jit_inline
+def _scan_hits(vr, orr, qs, a, b, t, lb, codes, dp, limit, hit):
+    """Sorted scan: into ``hit``, the positions of ``[a, b)`` whose bound (the exact gap along the
+    scan dimension ``t``, code bounds along the others, summed in the drawn order: never above
+    the exact distance) is at most ``limit``; returns how many."""
+    s = dp.shape[0]
+    n_hits = 0
+    for j in range(a, b):
+        g = abs(np.float64(vr[j]) - qs)
+        i = orr[j]
+        bound = 0.0
+        for jj in range(s):
+            term = g if jj == t else lb[jj, codes[dp[jj], i]]
+            bound = term if jj == 0 else bound + term
+        hit[n_hits] = j
+        n_hits += bound <= limit
+    return n_hits
+
+
+@jit_inline
+def _scan_distance(src, rows, q, i, g, t):
+    """The exact distance of sample ``i`` whose gap along the scan dimension ``t`` is ``g`` (the
+    same float64 operations, in the same order, as :func:`_distance`)."""
+    d = 0.0
+    for jj in range(rows.shape[0]):
+        term = g if jj == t else abs(np.float64(src[rows[jj], i]) - q[jj])
+        d = term if jj == 0 else d + term
+    return d
+
+
+@jit
 def _cover_kernel(
     src, srows, codes, e_low, e_high, dims, queries, tscan, sslot, order, vals, out_c, lb, hit
 ):
     """Coverage winner of each point: min distance, ties to the lowest index.
 
     ``src[srows[p, j], i]`` is the value of sample ``i`` along the point's ``j``-th dimension
-    (``src`` is a column-major copy of ``X``, or ``X.T``). Helpers are written inline: a call with
-    array arguments in these loops would cost reference counting (atomic operations) per sample.
+    (``src`` is a column-major copy of ``X``, or ``X.T``).
     """
     n = codes.shape[1]
     for p in range(queries.shape[0]):
         dp = dims[p]
-        s = dp.shape[0]
         q = queries[p]
         rows = srows[p]
         srow = sslot[p]
@@ -273,19 +308,10 @@ def _cover_kernel(
         bi = -1
         if srow < 0:
             for i0 in range(0, n, _CHUNK):
-                i1 = min(i0 + _CHUNK, n)
-                n_hits = 0
-                for i in range(i0, i1):
-                    bound = lb[0, codes[dp[0], i]]
-                    for j in range(1, s):
-                        bound += lb[j, codes[dp[j], i]]
-                    hit[n_hits] = i
-                    n_hits += bound <= best
+                n_hits = _plain_hits(lb, codes, dp, i0, min(i0 + _CHUNK, n), best, hit)
                 for h in range(n_hits):
                     i = hit[h]
-                    d = abs(np.float64(src[rows[0], i]) - q[0])
-                    for j in range(1, s):
-                        d += abs(np.float64(src[rows[j], i]) - q[j])
+                    d = _distance(src, rows, q, i)
                     if d < best or (d == best and i < bi):
                         best = d
                         bi = i
@@ -298,125 +324,21 @@ def _cover_kernel(
             left_done = left == 0
             right_done = right >= n
             while not (left_done and right_done):
-                go_left = right_done
-                if not left_done and not right_done:
-                    go_left = abs(np.float64(vr[left - 1]) - qs) <= abs(np.float64(vr[right]) - qs)
-                if go_left:
-                    a = max(left - _CHUNK, 0)
-                    b = left
-                    if abs(np.float64(vr[b - 1]) - qs) > best:
-                        left_done = True
-                        continue
-                    left = a
-                    left_done = a == 0
-                else:
-                    a = right
-                    b = min(right + _CHUNK, n)
-                    if abs(np.float64(vr[a]) - qs) > best:
-                        right_done = True
-                        continue
-                    right = b
-                    right_done = b >= n
-                n_hits = 0
-                for j in range(a, b):
-                    g = abs(np.float64(vr[j]) - qs)
-                    i = orr[j]
-                    bound = 0.0
-                    for jj in range(s):  # in drawn order: never above the exact distance
-                        term = g if jj == t else lb[jj, codes[dp[jj], i]]
-                        bound = term if jj == 0 else bound + term
-                    hit[n_hits] = j
-                    n_hits += bound <= best
+                a, b, left, right, left_done, right_done = _scan_step(
+                    vr, qs, n, left, right, left_done, right_done, best
+                )
+                n_hits = _scan_hits(vr, orr, qs, a, b, t, lb, codes, dp, best, hit)
                 for h in range(n_hits):
                     j = hit[h]
                     i = orr[j]
-                    g = abs(np.float64(vr[j]) - qs)
-                    d = 0.0
-                    for jj in range(s):
-                        term = g if jj == t else abs(np.float64(src[rows[jj], i]) - q[jj])
-                        d = term if jj == 0 else d + term
+                    d = _scan_distance(src, rows, q, i, abs(np.float64(vr[j]) - qs), t)
                     if d < best or (d == best and i < bi):
                         best = d
                         bi = i
         out_c[p] = bi
 
 
-@_jit
-def _select(a, size, kth):
-    """Value of rank ``kth`` (0-based) among ``a[:size]``; reorders ``a[:size]``."""
-    lo = 0
-    hi = size - 1
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        x, y, z = a[lo], a[mid], a[hi]
-        if x > y:
-            x, y = y, x
-        if y > z:
-            y = z
-            if x > y:
-                y = x
-        pivot = y
-        lt = lo
-        i = lo
-        gt = hi
-        while i <= gt:
-            v = a[i]
-            if v < pivot:
-                a[i] = a[lt]
-                a[lt] = v
-                lt += 1
-                i += 1
-            elif v > pivot:
-                a[i] = a[gt]
-                a[gt] = v
-                gt -= 1
-            else:
-                i += 1
-        if kth < lt:
-            hi = lt - 1
-        elif kth > gt:
-            lo = gt + 1
-        else:
-            return pivot
-    return a[lo]
-
-
-@_jit
-def _compact(bd, bi, size, k, sd, si):
-    """Keep exactly the ``k`` best of ``bd/bi[:size]`` by ``(distance, index)``.
-
-    Returns the new size (``k``) and the ``k``-th distance (the new admission threshold).
-    """
-    sd[:size] = bd[:size]
-    t = _select(sd, size, k - 1)
-    w = 0
-    nt = 0
-    for j in range(size):
-        d = bd[j]
-        if d < t:
-            bd[w] = d
-            bi[w] = bi[j]
-            w += 1
-        elif d == t:
-            si[nt] = bi[j]
-            nt += 1
-    need = k - w
-    if nt > need:
-        ti = _select(si, nt, need - 1)
-        for j in range(nt):
-            if si[j] <= ti:
-                bd[w] = t
-                bi[w] = si[j]
-                w += 1
-    else:
-        for j in range(nt):
-            bd[w] = t
-            bi[w] = si[j]
-            w += 1
-    return w, t
-
-
-@_jit
+@jit
 def _shrink(bd, bi, size, k, hist):
     """Drop candidates that cannot be among the ``k`` best, cheaply: keep those at most at the
     largest distance of the histogram bins (over ``[min, max]``) that hold the ``k``-th smallest.
@@ -459,17 +381,17 @@ def _shrink(bd, bi, size, k, hist):
     return w, t
 
 
-@_jit
+@jit
 def _make_room(bd, bi, size, k, room, sd, si, hist):
     """Shrink the buffer to at most ``room`` candidates (exact selection if ties defeat the
     histogram); returns the new size and threshold."""
     size, thr = _shrink(bd, bi, size, k, hist)
     if size > room:
-        size, thr = _compact(bd, bi, size, k, sd, si)
+        size, thr = compact(bd, bi, size, k, sd, si)
     return size, thr
 
 
-@_jit
+@jit
 def _knn_kernel(
     src,
     srows,
@@ -525,19 +447,10 @@ def _knn_kernel(
                 for i0 in range(0, n, _CHUNK):
                     if size + _CHUNK > cap:
                         size, thr = _make_room(bd, bi, size, k, cap - _CHUNK, sd, si, hist)
-                    i1 = min(i0 + _CHUNK, n)
-                    n_hits = 0
-                    for i in range(i0, i1):
-                        bound = lb[0, codes[dp[0], i]]
-                        for j in range(1, s):
-                            bound += lb[j, codes[dp[j], i]]
-                        hit[n_hits] = i
-                        n_hits += bound <= thr
+                    n_hits = _plain_hits(lb, codes, dp, i0, min(i0 + _CHUNK, n), thr, hit)
                     for h in range(n_hits):
                         i = hit[h]
-                        d = abs(np.float64(src[rows[0], i]) - q[0])
-                        for j in range(1, s):
-                            d += abs(np.float64(src[rows[j], i]) - q[j])
+                        d = _distance(src, rows, q, i)
                         bd[size] = d
                         bi[size] = i
                         size += (d <= thr) & (i != c)
@@ -557,29 +470,11 @@ def _knn_kernel(
                 while not (left_done and right_done):
                     if size + _CHUNK > cap:
                         size, thr = _make_room(bd, bi, size, k, cap - _CHUNK, sd, si, hist)
-                    go_left = right_done
-                    if not left_done and not right_done:
-                        go_left = abs(np.float64(vr[left - 1]) - qs) <= abs(
-                            np.float64(vr[right]) - qs
-                        )
-                    if go_left:
-                        a = max(left - _CHUNK, 0)
-                        b = left
-                        if abs(np.float64(vr[b - 1]) - qs) > thr:
-                            left_done = True
-                            continue
-                        left = a
-                        left_done = a == 0
-                    else:
-                        a = right
-                        b = min(right + _CHUNK, n)
-                        if abs(np.float64(vr[a]) - qs) > thr:
-                            right_done = True
-                            continue
-                        right = b
-                        right_done = b >= n
-                    n_hits = 0
+                    a, b, left, right, left_done, right_done = _scan_step(
+                        vr, qs, n, left, right, left_done, right_done, thr
+                    )
                     if s == 2:  # two terms: g + other == other + g exactly, either order
+                        n_hits = 0
                         for j in range(a, b):
                             g = abs(np.float64(vr[j]) - qs)
                             hit[n_hits] = j
@@ -593,23 +488,11 @@ def _knn_kernel(
                             bi[size] = i
                             size += (d <= thr) & (i != c)
                     else:
-                        for j in range(a, b):
-                            g = abs(np.float64(vr[j]) - qs)
-                            i = orr[j]
-                            bound = 0.0
-                            for jj in range(s):  # in drawn order: never above the distance
-                                term = g if jj == t else lb[jj, codes[dp[jj], i]]
-                                bound = term if jj == 0 else bound + term
-                            hit[n_hits] = j
-                            n_hits += bound <= thr
+                        n_hits = _scan_hits(vr, orr, qs, a, b, t, lb, codes, dp, thr, hit)
                         for h in range(n_hits):
                             j = hit[h]
                             i = orr[j]
-                            g = abs(np.float64(vr[j]) - qs)
-                            d = 0.0
-                            for jj in range(s):
-                                term = g if jj == t else abs(np.float64(src[rows[jj], i]) - q[jj])
-                                d = term if jj == 0 else d + term
+                            d = _scan_distance(src, rows, q, i, abs(np.float64(vr[j]) - qs), t)
                             bd[size] = d
                             bi[size] = i
                             size += (d <= thr) & (i != c)
@@ -628,51 +511,6 @@ def _knn_kernel(
         for j in range(size, width):
             out_d[p, j] = np.inf
             out_i[p, j] = -1
-
-
-@_jit
-def _add_penalties(penalty, dist, idx, kth, w, sums, k, scale, one, ties):
-    """Add the fixed-point penalties of each row's ``k`` best candidates by ``(distance, index)``.
-
-    ``kth[r]`` is the ``k``-th smallest distance of row ``r``: the best are those below it, then
-    the lowest indices among those equal to it. Each gets ``rint(w / sum * 2**shift)``, the same
-    float64 operations as :func:`zcore.core.engine.to_fixed` on ``w / w.sum()`` (``ldexp`` by
-    ``shift`` is the exact product by ``scale = 2.0**shift``); if the nearest is at distance 0,
-    only the lowest-index one at distance 0 gets ``one``.
-    """
-    rows, width = dist.shape
-    for r in range(rows):
-        t = kth[r]
-        if dist[r].min() == 0.0:
-            zero = -1
-            for j in range(width):
-                if dist[r, j] == 0.0 and (zero < 0 or idx[r, j] < zero):
-                    zero = idx[r, j]
-            penalty[zero] += one
-            continue
-        total = sums[r]
-        below = 0
-        n_ties = 0
-        for j in range(width):
-            d = dist[r, j]
-            if d < t:
-                below += 1
-                penalty[idx[r, j]] += np.int64(np.rint((w[r, j] / total) * scale))
-            elif d == t:
-                ties[n_ties] = j
-                n_ties += 1
-        need = k - below
-        if n_ties > need:  # keep the lowest indices among the ties
-            for a in range(1, n_ties):
-                v = ties[a]
-                b = a - 1
-                while b >= 0 and idx[r, ties[b]] > idx[r, v]:
-                    ties[b + 1] = ties[b]
-                    b -= 1
-                ties[b + 1] = v
-        for a in range(need):
-            j = ties[a]
-            penalty[idx[r, j]] += np.int64(np.rint((w[r, j] / total) * scale))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -698,12 +536,6 @@ class _Progress:
             self.sent = target
 
 
-def _gather(X, cidx, out, row0):
-    for j0 in range(0, cidx.size, _GATHER_CHUNK):
-        part = np.ascontiguousarray(cidx[j0 : j0 + _GATHER_CHUNK], dtype=np.int64)
-        _gather_columns(X, part, out, row0 + j0)
-
-
 def _half_window(n, table_rows, strip):
     """Half-width, in subsample ranks, of the window that compares densities for a strip of about
     ``strip`` samples of the full data."""
@@ -715,17 +547,19 @@ class Prepared:
     8-bit quantile codes of every sample with the edges of their bins.
 
     Calling it (or :meth:`accumulate`) applies the law like
-    :func:`zcore.core.engine.accumulate_numpy`, for the same ``X`` (the same values; the array may
+    :func:`zcore.core.law.accumulate_numpy`, for the same ``X`` (the same values; the array may
     be a copy, e.g. in shared memory).
     """
 
-    def __init__(self, X):
+    def __init__(self, X, knobs=None):
         if not AVAILABLE:
             raise ImportError("the numba engine needs numba: pip install numba")
+        self.knobs = knobs = DEFAULT_KNOBS if knobs is None else knobs
         X = np.ascontiguousarray(X, dtype=np.float32)
         n, n_dims = X.shape
         self.shape = X.shape
-        rows = np.arange(n) if n <= TABLE_ROWS else (np.arange(TABLE_ROWS) * n) // TABLE_ROWS
+        m = knobs.table_rows
+        rows = np.arange(n) if n <= m else (np.arange(m) * n) // m
         table = np.ascontiguousarray(X[rows].T)
         table.sort(axis=1)
         self.table = table
@@ -761,9 +595,9 @@ class Prepared:
         # A column-major copy for the exact distances, when small enough: a scan then reads one
         # column kept in cache instead of scattered rows of X.
         self.columns = np.empty((0, n), np.float32)
-        if X.nbytes <= COLUMNS_BUDGET:
+        if X.nbytes <= knobs.columns_budget:
             self.columns = np.empty((n_dims, n), np.float32)
-            _gather(X, np.arange(n_dims), self.columns, 0)
+            gather(X, np.arange(n_dims), self.columns, 0)
         self._sorted = None  # (order, vals) of every dimension, see keep_sorted
 
     def __call__(self, X, dims, coords, coverage, penalty, *, k, exp, shift, progress=None):
@@ -788,10 +622,10 @@ class Prepared:
         # Phase 2: the k nearest other samples of each covering sample.
         centers = X[winners[:, None], dims].astype(np.float64)
         width = k + _EXTRA
-        workspace = _Workspace(min(max(1, BATCH_ELEMENTS // width), n_points), width, k)
+        workspace = Workspace(min(max(1, self.knobs.batch_elements // width), n_points), width, k)
 
         def take(sel, out_d, out_i):
-            _apply_penalties(out_d, out_i, penalty, k, exp, shift, one, workspace)
+            apply_penalties(out_d, out_i, penalty, k, exp, shift, one, workspace)
             report.add(1, sel.size)
 
         self.neighbours(X, dims, centers, winners, k, take)
@@ -819,19 +653,19 @@ class Prepared:
 
     def _scratch(self, rows, n):
         """Buffer of gathered columns for :meth:`_sort_dims` (none with a column-major copy)."""
-        size = 0 if self.columns.shape[0] else min(_GATHER_CHUNK, rows)
+        size = 0 if self.columns.shape[0] else min(GATHER_CHUNK, rows)
         return np.empty((size, n), np.float32)
 
     def _sort_dims(self, X, dims, order, vals, scratch):
         """Row ``j`` of ``order``/``vals``: the argsort and sorted values of dimension
         ``dims[j]``, its column read from the column-major copy or gathered into ``scratch``."""
-        step = scratch.shape[0] or _GATHER_CHUNK
+        step = scratch.shape[0] or GATHER_CHUNK
         for j0 in range(0, dims.size, step):
             part = dims[j0 : j0 + step]
             if self.columns.shape[0]:
                 cols = self.columns[part]
             else:
-                _gather(X, part, scratch, 0)
+                gather(X, part, scratch, 0)
                 cols = scratch
             for j in range(part.size):
                 o = np.argsort(cols[j])
@@ -861,8 +695,9 @@ class Prepared:
 
         def cover(pts, sslot, order, vals):
             # in slices, so that progress moves every few thousand points
-            for c0 in range(0, pts.size, COVER_SLICE):
-                part = pts[c0 : c0 + COVER_SLICE]
+            step = self.knobs.cover_slice
+            for c0 in range(0, pts.size, step):
+                part = pts[c0 : c0 + step]
                 out = np.empty(part.size, np.int64)
                 _cover_kernel(
                     src,
@@ -873,7 +708,7 @@ class Prepared:
                     dims[part],
                     coords[part],
                     tscan[part],
-                    sslot[c0 : c0 + COVER_SLICE],
+                    sslot[c0 : c0 + step],
                     order,
                     vals,
                     out,
@@ -918,7 +753,7 @@ class Prepared:
             radius,
         )
         width = k + _EXTRA
-        batch = max(1, BATCH_ELEMENTS // width)
+        batch = max(1, self.knobs.batch_elements // width)
         cap = k + k // 2 + 4 * _CHUNK
         col_buf = np.empty((1, n), np.float32)  # one gathered column: row 0 for every point
         col_rows = np.zeros((min(batch, n_points), s), np.int64)
@@ -968,9 +803,9 @@ class Prepared:
             pending = []
             for r in range(len(starts) - 1):
                 lo, hi = starts[r], starts[r + 1]
-                if by_column and hi - lo >= COLUMN_MIN_POINTS:
+                if by_column and hi - lo >= self.knobs.column_min_points:
                     dim = int(other[lo])
-                    _gather(X, np.array([dim]), col_buf, 0)
+                    gather(X, np.array([dim]), col_buf, 0)
                     for b0 in range(lo, hi, batch):
                         b1 = min(b0 + batch, hi)
                         sel = pts[b0:b1]
@@ -987,7 +822,7 @@ class Prepared:
         self._phase(X, dims, tscan, redund)
 
     def _phase(self, X, dims, tscan, kernel):
-        """Sort the scan dimensions block by block (at most :data:`MEMORY_BUDGET` bytes at once)
+        """Sort the scan dimensions block by block (at most ``knobs.memory_budget`` bytes at once)
         and call ``kernel(pts, sslot, order, vals)`` on the points of each block; points whose
         scan dimension is rare come first, with ``sslot == -1`` (plain pass)."""
         n, n_dims = X.shape
@@ -998,10 +833,10 @@ class Prepared:
         if cached:
             sortable = np.ones(n_dims, bool)
         else:
-            sortable = np.bincount(scan, minlength=n_dims) >= SORT_MIN_POINTS
+            sortable = np.bincount(scan, minlength=n_dims) >= self.knobs.sort_min_points
         use_sort = sortable[scan]
         sorted_dims = np.flatnonzero(sortable)
-        per_block = int(max(1, min(sorted_dims.size, MEMORY_BUDGET // (8 * n))))
+        per_block = int(max(1, min(sorted_dims.size, self.knobs.memory_budget // (8 * n))))
         if cached:
             per_block = n_dims
         srank = np.full(n_dims, -1, np.int64)
@@ -1032,27 +867,32 @@ class Prepared:
             kernel(pts, sslot, order, vals)
 
 
-def prepare(X):
-    """The per-matrix data of the compiled engine, a callable engine: the dense scan kernel
-    (:class:`zcore.core.engine_dense.DensePrepared`) for at most :data:`DENSE_MAX_N` samples,
-    else the windowed one (:class:`Prepared`).
+def prepare(X, knobs=None):
+    """The per-matrix data of the compiled engine: the dense scan kernel
+    (:class:`zcore.core.engine_dense.DensePrepared`) for at most ``knobs.dense_max_n`` samples,
+    else the windowed one (:class:`Prepared`). Both have ``accumulate(X, dims, coords, coverage,
+    penalty, *, k, exp, shift, progress=None)`` for that ``X``.
 
     Build it once for ``X`` before forking workers, and give them the result: they share its
     data (codes, a quarter of the size of ``X``, or a column-major copy) instead of each building
-    its own.
+    its own. ``knobs`` (:class:`NumbaKnobs`, default :data:`DEFAULT_KNOBS`) changes the time and
+    memory only.
     """
     if not AVAILABLE:
         raise ImportError("the numba engine needs numba: pip install numba")
-    if np.shape(X)[0] <= DENSE_MAX_N:
+    knobs = DEFAULT_KNOBS if knobs is None else knobs
+    if np.shape(X)[0] <= knobs.dense_max_n:
         from .engine_dense import DensePrepared
 
-        return DensePrepared(X)
-    return Prepared(X)
+        return DensePrepared(X, knobs)
+    return Prepared(X, knobs)
 
 
-def accumulate_numba(X, dims, coords, coverage, penalty, *, k, exp, shift, progress=None):
+def accumulate_numba(
+    X, dims, coords, coverage, penalty, *, k, exp, shift, progress=None, knobs=None
+):
     """Apply the score law to a block of points; same contract and results as
-    :func:`zcore.core.engine.accumulate_numpy`.
+    :func:`zcore.core.law.accumulate_numpy`.
 
     Parameters
     ----------
@@ -1066,98 +906,47 @@ def accumulate_numba(X, dims, coords, coverage, penalty, *, k, exp, shift, progr
     exp : float
         Redundancy exponent.
     shift : int
-        Fixed-point bits, see :func:`zcore.core.engine.fixed_point_shift`.
+        Fixed-point bits, see :func:`zcore.core.law.fixed_point_shift`.
     progress : callable, optional
         Called with the number of points processed since the last call.
+    knobs : NumbaKnobs, optional
 
     Notes
     -----
     Each call prepares ``X`` (:func:`prepare`: one pass over ``X``). To score blocks of points of
-    the same matrix, or in several forked workers, call ``accumulate_numba.prepare(X)`` once and
-    use the returned callable, which has this same signature.
+    the same matrix, or in several forked workers, prepare once
+    (``zcore.core.engines.ENGINES["numba"].prepare(X)``) and call its ``accumulate``.
     """
     if not AVAILABLE:
         raise ImportError("the numba engine needs numba: pip install numba")
     if len(dims) == 0:
         return
-    prepare(X).accumulate(
+    prepare(X, knobs).accumulate(
         X, dims, coords, coverage, penalty, k=k, exp=exp, shift=shift, progress=progress
     )
 
 
-accumulate_numba.prepare = prepare
-
-
-def _power(x, exp, out):
-    """``x ** exp`` as the law computes it (:func:`zcore.core.engine.law_power`), into ``out``
-    when possible: no fresh memory per batch."""
-    return law_power(x, exp, out=out)
-
-
-class _Workspace:
-    """Buffers of the penalty computation, reused across batches (fresh multi-MB temporaries
-    would cost page faults and page zeroing at every batch)."""
-
-    def __init__(self, rows, width, k):
-        self.ordered = np.empty((rows, width))
-        self.top = np.empty((rows, k))
-        self.top_w = np.empty((rows, k))
-        self.ratio = np.empty((rows, width))
-        self.w = np.empty((rows, width))
-        self.ties = np.empty(width, np.int64)
-
-
-def _apply_penalties(dist, idx, penalty, k, exp, shift, one, ws):
-    """Add the fixed-point penalties of a batch of redundancy searches.
-
-    Row ``r`` of ``dist``/``idx`` holds a superset of search ``r``'s ``k`` best neighbours, in any
-    order (padded with ``inf``). The weights follow :func:`zcore.core.engine.penalty_weights` to the
-    bit: the elementwise ``(d_min / d) ** exp`` is computed by numpy (whose ``**`` may use SIMD math
-    that a compiled ``pow`` does not reproduce), and its normalising sum is numpy's sum over the
-    ``k`` best in increasing distance (the order of the numpy engine: the sum depends on the order,
-    each weight does not).
-    """
-    rows = dist.shape[0]
-    ordered = ws.ordered[:rows]
-    np.copyto(ordered, dist)
-    ordered.sort(axis=1)
-    kth = np.ascontiguousarray(ordered[:, k - 1])
-    dmin = ordered[:, :1]
-    live = dmin[:, 0] > 0.0
-    if live.all():
-        top = ws.top[:rows]
-        np.copyto(top, ordered[:, :k])
-        ratio = np.divide(top[:, :1], top, out=ws.top_w[:rows])
-        sums = _power(ratio, exp, ws.top[:rows]).sum(axis=1)
-        w = _power(np.divide(dmin, dist, out=ws.ratio[:rows]), exp, ws.w[:rows])
-    else:
-        w = np.zeros(dist.shape)
-        sums = np.ones(rows)
-        if live.any():
-            top = np.ascontiguousarray(ordered[live, :k])
-            sums[live] = ((top[:, :1] / top) ** exp).sum(axis=1)
-            w[live] = (dmin[live] / dist[live]) ** exp
-    _add_penalties(penalty, dist, idx, kth, w, sums, k, np.ldexp(1.0, shift), one, ws.ties)
+#: The knobs under which :func:`warmup` runs a tiny problem: together they reach every kernel
+#: variant (values from a column-major copy, from rows of ``X``, from a gathered column; the
+#: dense kernel).
+_WARMUP_KNOBS = (
+    NumbaKnobs(sort_min_points=8, column_min_points=4, dense_max_n=0),
+    NumbaKnobs(sort_min_points=8, column_min_points=4, dense_max_n=0, columns_budget=0),
+    NumbaKnobs(sort_min_points=8, column_min_points=4, dense_max_n=40, columns_budget=0),
+)
 
 
 def warmup():
-    """Compile (or load from numba's cache) every kernel variant on a tiny problem: values from a
-    column-major copy, from rows of ``X``, and from a gathered column; sample_dim 1, 2 and 3."""
+    """Compile (or load from numba's cache) every kernel variant on a tiny problem, under each
+    of :data:`_WARMUP_KNOBS`, for sample_dim 1, 2 and 3."""
     if not AVAILABLE:
         return
-    global SORT_MIN_POINTS, COLUMNS_BUDGET, COLUMN_MIN_POINTS, DENSE_MAX_N
     rng = np.random.default_rng(0)
     X = rng.normal(size=(40, 4)).astype(np.float32)
-    saved = SORT_MIN_POINTS, COLUMNS_BUDGET, COLUMN_MIN_POINTS, DENSE_MAX_N
-    try:
-        SORT_MIN_POINTS, COLUMN_MIN_POINTS = 8, 4
-        for columns, dense in ((COLUMNS_BUDGET, 0), (0, 0), (0, X.shape[0])):
-            COLUMNS_BUDGET, DENSE_MAX_N = columns, dense
-            for s in (1, 2, 3):
-                dims = np.array([[0, 1, 2][:s]] * 20 + [[3, 0, 1][:s]] * 2, dtype=np.int32)
-                coords = rng.normal(size=dims.shape)
-                cov = np.zeros(40, np.int64)
-                pen = np.zeros(40, np.int64)
-                accumulate_numba(X, dims, coords, cov, pen, k=5, exp=4.0, shift=30)
-    finally:
-        SORT_MIN_POINTS, COLUMNS_BUDGET, COLUMN_MIN_POINTS, DENSE_MAX_N = saved
+    for knobs in _WARMUP_KNOBS:
+        for s in (1, 2, 3):
+            dims = np.array([[0, 1, 2][:s]] * 20 + [[3, 0, 1][:s]] * 2, dtype=np.int32)
+            coords = rng.normal(size=dims.shape)
+            cov = np.zeros(40, np.int64)
+            pen = np.zeros(40, np.int64)
+            accumulate_numba(X, dims, coords, cov, pen, k=5, exp=4.0, shift=30, knobs=knobs)

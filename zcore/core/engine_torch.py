@@ -1,6 +1,6 @@
-"""Torch scoring engine: the law of :mod:`zcore.core.engine` on a torch device, batched.
+"""Torch scoring engine: the law of :mod:`zcore.core.law` on a torch device, batched.
 
-Same contract and same integers as :func:`zcore.core.engine.accumulate_numpy` on
+Same contract and same integers as :func:`zcore.core.law.accumulate_numpy` on
 ``device="cpu"`` or a GPU (``"cuda"``); the CPU path is the same code, which is how the tests prove
 the integers. Torch is imported only when this engine runs, so the core never needs it.
 
@@ -37,9 +37,11 @@ bytes per point of a batch (its float64 columns and distances), sized to :data:`
 GPU, to a quarter of its free memory if that is more), at most :data:`MAX_BATCH` points.
 """
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from .engine import integral_exponent, law_power, power_by_squaring
+from .law import integral_exponent, law_power, power_by_squaring
 
 #: Largest number of points per batch.
 MAX_BATCH = 1024
@@ -50,6 +52,17 @@ WINDOW_K = 16
 MIN_WINDOW = 4096
 #: Fraction of a batch's rows falling back to the full search above which the window doubles.
 FALLBACK_RATE = 0.02
+
+
+@dataclass(frozen=True)
+class TorchKnobs:
+    """Tuning knobs of the torch engine (the time only, never the integers)."""
+
+    #: Points per batch; ``None`` sizes batches from :data:`BATCH_BYTES`.
+    batch: int = None
+    #: First window of the redundancy search, in sorted positions (``>= k + 1``); ``None`` means
+    #: ``max(MIN_WINDOW, WINDOW_K * k)``.
+    window: int = None
 
 
 def require_torch():
@@ -79,12 +92,12 @@ def accumulate_torch(
     window=None,
 ):
     """Apply the score law to a block of points with torch; same contract and results as
-    :func:`zcore.core.engine.accumulate_numpy`.
+    :func:`zcore.core.law.accumulate_numpy`.
 
     Parameters
     ----------
     X, dims, coords, coverage, penalty, k, exp, shift, progress
-        As for :func:`zcore.core.engine.accumulate_numpy`.
+        As for :func:`zcore.core.law.accumulate_numpy`.
     device : str or torch.device, default="cpu"
     batch : int, optional
         Points per batch; by default sized from :data:`BATCH_BYTES`.
@@ -281,7 +294,7 @@ class _Penalties:
 
 
 def law_power_torch(x, exp):
-    """:func:`zcore.core.engine.law_power` for a whole exponent, on a torch tensor: the same
+    """:func:`zcore.core.law.law_power` for a whole exponent, on a torch tensor: the same
     squarings and products in the same order, so the same bits."""
     e = integral_exponent(exp)
     if e is None:

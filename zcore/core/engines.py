@@ -1,63 +1,168 @@
-"""Choice of scoring engine: every engine applies the same law with the same contract.
+"""The scoring engines: one registry, one interface; every engine applies the same law.
 
-An engine is a callable ``accumulate(X, dims, coords, coverage, penalty, *, k, exp, shift,
-progress=None)`` (see :func:`zcore.core.engine.accumulate_numpy`); all of them give bit-identical
-``coverage`` and ``penalty`` integers, so the choice changes the time, never the scores.
+An engine (:class:`Engine`) is a registry entry with a name, an availability test and a device
+rule. ``engine.prepare(X, device=..., knobs=...)`` builds its per-matrix data once and returns a
+:class:`PreparedEngine`, whose ``accumulate(dims, coords, coverage, penalty, *, k, exp, shift,
+progress=None)`` applies the law to a block of drawn points (``progress(n)``: ``n`` more points
+finished). All engines give bit-identical ``coverage`` and ``penalty`` integers, so the choice
+changes the time, never the scores.
 
-- ``"numpy"``: the straightforward reference, O(N) numpy work per point;
-- ``"numba"``: compiled, sorted scans over the point's dimensions (needs ``numba``);
+- ``"numpy"``: the straightforward reference (:func:`zcore.core.law.accumulate_numpy`), O(N) numpy
+  work per point;
+- ``"numba"``: compiled, sorted scans over the point's dimensions (needs ``numba``;
+  :mod:`zcore.core.engine_numba`, tuned by :class:`~zcore.core.engine_numba.NumbaKnobs`);
 - ``"torch"``: batched dense distances on a torch device (needs ``torch``; ``device="cuda"`` for
-  a GPU).
+  a GPU; :mod:`zcore.core.engine_torch`, tuned by :class:`~zcore.core.engine_torch.TorchKnobs`);
 - ``"auto"``: ``"numba"`` when numba is importable, else ``"numpy"`` (torch only when asked for,
   by name or by passing ``device``).
+
+Adding an engine: a module with ``accumulate(X, dims, coords, coverage, penalty, *, k, exp,
+shift, progress=None)`` (or a per-matrix preparation), an :class:`Engine` subclass here, its name
+in :data:`ENGINES` and in :data:`zcore.core.config.ENGINE_CHOICES`.
 """
 
 import functools
 
-from .engine import accumulate_numpy
+from .law import accumulate_numpy
 
 
-def _numpy(device):
-    if device not in (None, "cpu"):
-        raise ValueError(f"the numpy engine runs on the CPU only, not device={device!r}")
-    return accumulate_numpy
+class PreparedEngine:
+    """An engine bound to one matrix ``X``: :meth:`accumulate` applies the law to blocks of its
+    points. Forked workers share it (its data is read in place, never copied)."""
 
+    def __init__(self, name, X, run):
+        self.name = name
+        self.X = X
+        self._run = run
 
-def _numba(device):
-    if device not in (None, "cpu"):
-        raise ValueError(f"the numba engine runs on the CPU only, not device={device!r}")
-    from . import engine_numba
+    def accumulate(self, dims, coords, coverage, penalty, *, k, exp, shift, progress=None):
+        """Add the coverage and fixed-point penalties of the points ``dims``/``coords``.
 
-    if not engine_numba.AVAILABLE:
-        raise ImportError(
-            "engine='numba' needs numba (pip install numba); engine='numpy' needs nothing extra"
+        Parameters
+        ----------
+        dims : ndarray of shape (P, sample_dim), integer
+        coords : ndarray of shape (P, sample_dim), float64
+        coverage, penalty : ndarray of shape (N,), int64
+            Accumulators, updated in place (``penalty`` in units of ``2**-shift``).
+        k : int
+            Number of redundancy neighbours, ``1 <= k <= N - 2``.
+        exp : float
+            Redundancy exponent.
+        shift : int
+            Fixed-point bits, see :func:`zcore.core.law.fixed_point_shift`.
+        progress : callable, optional
+            ``progress(n)``: ``n`` more points finished since the last call.
+        """
+        self._run(
+            self.X, dims, coords, coverage, penalty, k=k, exp=exp, shift=shift, progress=progress
         )
-    engine_numba.warmup()
-    return engine_numba.accumulate_numba
 
 
-def _torch(device):
-    from . import engine_torch
+class Engine:
+    """A registry entry: name, availability, device rule, and :meth:`prepare`."""
 
-    engine_torch.require_torch()
-    return functools.partial(engine_torch.accumulate_torch, device=device or "cpu")
+    name = ""
+    #: Whether only ``device=None``/``"cpu"`` is accepted.
+    cpu_only = True
+    #: What to install when :meth:`available` is false.
+    install_hint = ""
+
+    def available(self):
+        """Whether this engine's package is importable here."""
+        return True
+
+    def check(self, device=None):
+        """``ValueError`` for a device this engine cannot use, ``ImportError`` (saying what to
+        install) when its package is missing."""
+        if self.cpu_only and device not in (None, "cpu"):
+            raise ValueError(f"the {self.name} engine runs on the CPU only, not device={device!r}")
+        if not self.available():
+            raise ImportError(self.install_hint)
+
+    def load(self):
+        """Get ready to run (the compiled engine compiles or loads its kernels); returns self."""
+        return self
+
+    def prepare(self, X, *, device=None, knobs=None):
+        """A :class:`PreparedEngine` for the validated float32 matrix ``X``."""
+        raise NotImplementedError
 
 
-_ENGINES = {"numpy": _numpy, "numba": _numba, "torch": _torch}
+class NumpyEngine(Engine):
+    name = "numpy"
 
-#: Names accepted by :func:`get_engine`.
-ENGINE_NAMES = ("auto", *_ENGINES)
+    def prepare(self, X, *, device=None, knobs=None):
+        self.check(device)
+        return PreparedEngine(self.name, X, accumulate_numpy)
+
+
+class NumbaEngine(Engine):
+    name = "numba"
+    install_hint = (
+        "engine='numba' needs numba (pip install numba); engine='numpy' needs nothing extra"
+    )
+
+    def available(self):
+        from . import engine_numba
+
+        return engine_numba.AVAILABLE
+
+    def load(self):
+        from . import engine_numba
+
+        self.check()
+        engine_numba.warmup()
+        return self
+
+    def prepare(self, X, *, device=None, knobs=None):
+        from . import engine_numba
+
+        self.check(device)
+        return PreparedEngine(self.name, X, engine_numba.prepare(X, knobs=knobs).accumulate)
+
+
+class TorchEngine(Engine):
+    name = "torch"
+    cpu_only = False
+    install_hint = (
+        "engine='torch' needs PyTorch (pip install torch); engine='numpy' needs nothing extra"
+    )
+
+    def available(self):
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            return False
+        return True
+
+    def prepare(self, X, *, device=None, knobs=None):
+        from . import engine_torch
+
+        self.check(device)
+        knobs = knobs or engine_torch.TorchKnobs()
+        run = functools.partial(
+            engine_torch.accumulate_torch,
+            device=device or "cpu",
+            batch=knobs.batch,
+            window=knobs.window,
+        )
+        return PreparedEngine(self.name, X, run)
+
+
+#: The engines by name.
+ENGINES = {e.name: e for e in (NumpyEngine(), NumbaEngine(), TorchEngine())}
+
+#: Names accepted by :func:`get_engine` (the same as ``zcore.core.config.ENGINE_CHOICES``).
+ENGINE_NAMES = ("auto", *ENGINES)
 
 
 def numba_available():
     """Whether the compiled engine can run here."""
-    from . import engine_numba
-
-    return engine_numba.AVAILABLE
+    return ENGINES["numba"].available()
 
 
 def get_engine(name="auto", *, device=None):
-    """The accumulate callable of engine ``name``.
+    """The :class:`Engine` that ``name`` stands for, checked for ``device``.
 
     Parameters
     ----------
@@ -68,11 +173,6 @@ def get_engine(name="auto", *, device=None):
         Torch device (``"cpu"``, ``"cuda"``, ``"cuda:1"``...), for the torch engine. The numpy and
         numba engines accept only ``None`` or ``"cpu"``.
 
-    Returns
-    -------
-    callable
-        ``accumulate(X, dims, coords, coverage, penalty, *, k, exp, shift, progress=None)``.
-
     Raises
     ------
     ValueError
@@ -80,7 +180,9 @@ def get_engine(name="auto", *, device=None):
     ImportError
         When the engine's package (numba, torch) is not installed.
     """
-    return _ENGINES[resolve_engine_name(name, device=device)](device)
+    engine = ENGINES[resolve_engine_name(name, device=device)]
+    engine.check(device)
+    return engine
 
 
 def resolve_engine_name(name="auto", *, device=None):

@@ -1,6 +1,6 @@
 """Run an engine over the drawn points in worker processes that share memory.
 
-Workers are forked: they read the parent's embeddings, draws and prepared engine (e.g. the
+Workers are forked: they read the parent's draws and prepared engine (the embeddings and, e.g., the
 compiled engine's per-matrix codes) in place, without a copy or pickling, since nothing writes to
 them. Each worker processes a contiguous range of points into its own pair of accumulators and a
 progress counter, which live in ``multiprocessing.shared_memory`` blocks created here; the totals
@@ -88,7 +88,7 @@ def _die_with_parent(parent_pid):
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _worker(accumulate, X, dims, coords, coverage, penalty, counter, errors, params, parent_pid):
+def _worker(engine, dims, coords, coverage, penalty, counter, errors, params, parent_pid):
     # Leave with os._exit: the parent may have forked from a non-main thread (FiftyOne runs
     # operators in a thread pool), where the child's normal interpreter shutdown fails and turns
     # a finished worker into exit code 1.
@@ -99,7 +99,7 @@ def _worker(accumulate, X, dims, coords, coverage, penalty, counter, errors, par
         def report(n):
             counter[0] += n
 
-        accumulate(X, dims, coords, coverage, penalty, progress=report, **params)
+        engine.accumulate(dims, coords, coverage, penalty, progress=report, **params)
         code = 0
     except BaseException:
         tb = traceback.format_exc()
@@ -115,16 +115,19 @@ def _worker(accumulate, X, dims, coords, coverage, penalty, counter, errors, par
 
 
 def accumulate_parallel(
-    accumulate, X, dims, coords, *, num_workers, params, progress=None, _shared_names=None
+    engine, dims, coords, *, num_workers, params, progress=None, _shared_names=None
 ):
-    """Run ``accumulate`` over ``dims``/``coords`` split across ``num_workers`` forked processes.
+    """Run ``engine.accumulate`` over ``dims``/``coords`` split across ``num_workers`` forked
+    processes.
 
     Parameters
     ----------
-    accumulate : callable
-        An engine with the signature of :func:`zcore.core.engine.accumulate_numpy`.
-    X, dims, coords : ndarray
-        Embeddings and draws, read in place by the forked workers (never copied).
+    engine : zcore.core.engines.PreparedEngine
+        The engine prepared for the embeddings ``engine.X`` (anything with ``.X`` and
+        ``.accumulate(dims, coords, coverage, penalty, *, k, exp, shift, progress)``).
+    dims, coords : ndarray
+        The draws. They and the prepared engine's data are read in place by the forked workers
+        (never copied).
     num_workers : int
     params : dict
         Keyword options forwarded to ``accumulate`` (``k``, ``exp``, ``shift``).
@@ -143,7 +146,7 @@ def accumulate_parallel(
             "run with use_multiprocessing=False on this platform"
         )
     ctx = mp.get_context("fork")
-    n, n_points = X.shape[0], len(dims)
+    n, n_points = engine.X.shape[0], len(dims)
     usable = default_num_workers()
     if int(num_workers) > usable:
         warnings.warn(
@@ -172,8 +175,7 @@ def accumulate_parallel(
             proc = ctx.Process(
                 target=_worker,
                 args=(
-                    accumulate,
-                    X,
+                    engine,
                     dims[lo:hi],
                     coords[lo:hi],
                     acc[w, 0],

@@ -1,42 +1,39 @@
-"""Public scoring entry point: :func:`zcore_scores`."""
+"""Public scoring entry points: :func:`zcore_scores` and, for the glue, :func:`score_components`.
+
+The options of both come from one table (:mod:`zcore.core.config`): :func:`zcore_scores`'s keyword
+arguments, signature and parameter documentation are generated from it.
+"""
+
+import inspect
+from typing import NamedTuple
 
 import numpy as np
 
+from .config import (
+    EXECUTION_OPTIONS,
+    LAW_OPTIONS,
+    Execution,
+    ScoreConfig,
+    default_n_samples,
+    resolve,
+)
 from .draws import draw_init, draw_points, embedding_stats
-from .engine import fixed_point_shift
-from .engines import get_engine, resolve_engine_name
+from .law import fixed_point_shift
 from .parallel import accumulate_parallel, default_num_workers
-from .progress import make_progress
-from .validation import check_embeddings, check_float, check_int, check_seed
+from .progress import TqdmProgress, as_progress, make_progress, stage
+from .validation import check_embeddings, check_seed
 
-#: Cap on the default number of sampling points, as in the paper.
-MAX_DEFAULT_POINTS = 1_000_000
-#: Default sampling points per sample.
-POINTS_PER_SAMPLE = 10
+__all__ = [
+    "Components",
+    "combine_components",
+    "default_n_samples",
+    "minmax_normalize",
+    "score_components",
+    "zcore_scores",
+]
 
 
-def default_n_samples(n):
-    """``min(1_000_000, 10 * n)``: the default number of sampling points for ``n`` samples."""
-    return int(min(MAX_DEFAULT_POINTS, POINTS_PER_SAMPLE * n))
-
-
-def zcore_scores(
-    embeddings,
-    *,
-    n_samples=None,
-    sample_dim=2,
-    redund_nn=1000,
-    redund_exp=4,
-    rand_init=True,
-    seed=None,
-    use_multiprocessing=False,
-    num_workers=None,
-    progress=False,
-    engine="auto",
-    device=None,
-    backend="local",
-    client=None,
-):
+def zcore_scores(embeddings, *, config=None, execution=None, seed=None, progress=False, **options):
     """Zero-shot coreset scores (ZCore) of every sample, from its embedding alone.
 
     ZCore (Griffin et al., 2024, arXiv:2411.15349) draws random points in embedding space and, for
@@ -64,48 +61,20 @@ def zcore_scores(
     embeddings : array-like of shape (N, D), or list of array-likes of shape (N, D_i)
         One row per sample. A list of matrices (e.g. one per model) is concatenated along the
         features. Cast to float32.
-    n_samples : int, default=None
-        Number of random points; ``None`` means ``min(1_000_000, 10 * N)``. More points give more
-        stable scores (two seeds agree more) at a proportional cost.
-    sample_dim : int, default=2
-        Dimensions per point. Must not exceed the number of non-constant dimensions.
-    redund_nn : int, default=1000
-        Neighbours penalised around each covering sample; capped at ``N - 2``.
-    redund_exp : float, default=4
-        Exponent of the redundancy penalty ``1 / d**redund_exp``; 0 spreads it evenly.
-    rand_init : bool, default=True
-        Start each score from a U(0, 1) draw (the paper's default). The draw is always taken from
-        the generator, so this option changes nothing else.
+    <LAW>
     seed : int, numpy.random.Generator or None, default=None
         Source of all randomness. The same seed gives the same scores, with or without workers.
-    use_multiprocessing : bool, default=False
-        Split the points across forked worker processes that share the embeddings in shared
-        memory (released even when a worker fails or the run is interrupted).
-    num_workers : int, default=None
-        Worker processes when ``use_multiprocessing``; ``None`` means one per available CPU.
+    <EXECUTION>
     progress : bool or callable, default=False
-        ``True`` shows a tqdm bar; a callable is called as ``progress(done, total)`` with the
+        ``True`` shows tqdm bars; a callable is called as ``progress(done, total, label)`` for each
+        stage (see :mod:`zcore.core.progress`): the set-up stages, then ``"scoring"`` with the
         number of points scored so far.
-    engine : {"auto", "numpy", "numba", "torch"}, default="auto"
-        How the law is computed; every engine gives bit-identical scores. ``"auto"`` uses the
-        compiled ``"numba"`` engine when numba is installed, else ``"numpy"`` (the
-        straightforward reference), and ``"torch"`` only when a ``device`` is given.
-    device : str, default=None
-        Torch device for ``engine="torch"`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``...).
-    backend : {"local", "dask"}, default="local"
-        ``"dask"`` shards the rows of the embeddings across the workers of a Dask cluster
-        (:mod:`zcore.core.dask_backend`): for matrices too large for one machine's memory or CPUs.
-        Same scores as ``"local"`` for the same seed. Needs ``dask[distributed]``
-        (``requirements-dask.txt``), and zcore installed on the workers; ``engine`` is then what
-        each shard runs (``"auto"``/``"numba"`` or ``"numpy"``).
-    client : distributed.Client or str, default=None
-        With ``backend="dask"``: the cluster, or a scheduler address (``"tcp://host:8786"``;
-        ``"tls://..."`` connects with the TLS files named by ``ZCORE_DASK_TLS_CA_FILE``,
-        ``ZCORE_DASK_TLS_CERT`` and ``ZCORE_DASK_TLS_KEY``, or pass a ``distributed.Client``
-        built with a ``Security``). ``None`` starts a ``LocalCluster`` of ``num_workers``
-        processes (one per CPU when ``None``) for this call and closes it after. **A Dask
-        cluster can run code in this process and receives the embeddings: use only clusters
-        you control** (``docs/dask.md``, *Trust*).
+    config : ScoreConfig, default=None
+        The law's options as one object (:class:`zcore.core.config.ScoreConfig`), instead of
+        the keywords above; not together with them.
+    execution : Execution, default=None
+        Where and how to run (:class:`zcore.core.config.Execution`), instead of the keywords
+        above; not together with them.
 
     Returns
     -------
@@ -117,7 +86,9 @@ def zcore_scores(
     ------
     ValueError
         For embeddings that are not a finite numeric 2-d array with at least 3 rows, and for
-        out-of-range options; the message says what to change.
+        out-of-range, unknown or conflicting options; the message says what to change.
+    ImportError
+        When the chosen engine or backend needs a package that is not installed.
 
     Examples
     --------
@@ -127,26 +98,163 @@ def zcore_scores(
     >>> scores.shape, float(scores.min()), float(scores.max())
     ((200,), 0.0, 1.0)
     """
-    coverage, penalty, init, shift = _score_components(
-        embeddings,
-        n_samples=n_samples,
-        sample_dim=sample_dim,
-        redund_nn=redund_nn,
-        redund_exp=redund_exp,
-        seed=seed,
-        use_multiprocessing=use_multiprocessing,
-        num_workers=num_workers,
-        progress=progress,
-        engine=engine,
-        device=device,
-        backend=backend,
-        client=client,
+    config, execution = resolve(config, execution, **options)
+    components = score_components(
+        embeddings, config=config, execution=execution, seed=seed, progress=progress
     )
-    return combine_components(coverage, penalty, init, shift, rand_init=rand_init)
+    return combine_components(*components, rand_init=config.rand_init)
+
+
+def _options_doc(specs):
+    return "".join("    " + line + "\n" for spec in specs for line in spec.doc().splitlines())
+
+
+def _signature():
+    P = inspect.Parameter
+    kw = P.KEYWORD_ONLY
+
+    def opts(specs):
+        return [P(s.name, kw, default=s.default) for s in specs]
+
+    return inspect.Signature(
+        [
+            P("embeddings", P.POSITIONAL_OR_KEYWORD),
+            *opts(LAW_OPTIONS),
+            P("seed", kw, default=None),
+            *opts(EXECUTION_OPTIONS),
+            P("progress", kw, default=False),
+            P("config", kw, default=None),
+            P("execution", kw, default=None),
+        ]
+    )
+
+
+zcore_scores.__signature__ = _signature()
+zcore_scores.__doc__ = zcore_scores.__doc__.replace(
+    "    <LAW>\n", _options_doc(LAW_OPTIONS)
+).replace("    <EXECUTION>\n", _options_doc(EXECUTION_OPTIONS))
+
+
+class Components(NamedTuple):
+    """What scores are made of (:func:`score_components`); :func:`combine_components` makes the
+    scores from them."""
+
+    #: ndarray of shape (N,), int64: how many points each sample covered.
+    coverage: np.ndarray
+    #: ndarray of shape (N,), int64: total redundancy penalty, in units of ``2**-shift``.
+    penalty: np.ndarray
+    #: ndarray of shape (N,), float64: the U(0, 1) initial draw.
+    init: np.ndarray
+    #: int: fixed-point bits of ``penalty``.
+    shift: int
+
+
+def score_components(embeddings, *, config, execution, seed=None, progress=None):
+    """Validate, draw and accumulate: the :class:`Components` of the scores of ``embeddings``.
+
+    What :func:`zcore_scores` does before :func:`combine_components`; for the glue, which also
+    writes the components.
+
+    Parameters
+    ----------
+    embeddings : array-like of shape (N, D)
+        As for :func:`zcore_scores`.
+    config : ScoreConfig
+    execution : Execution
+    seed : int, numpy.random.Generator or None, default=None
+    progress : bool or callable, default=None
+        ``progress(done, total, label)`` (:mod:`zcore.core.progress`), ``True`` for tqdm bars.
+        Stages: ``"checking the embeddings"``, ``"loading the engine (compiled on first use)"``,
+        ``"dimension statistics"``, ``"preparing the engine"`` (these take tens of seconds for a
+        million samples), then ``"scoring"`` (points).
+
+    Returns
+    -------
+    Components
+        ``coverage, penalty, init, shift``.
+    """
+    if not isinstance(config, ScoreConfig):
+        raise TypeError(f"config must be a ScoreConfig, got {type(config).__name__}")
+    if not isinstance(execution, Execution):
+        raise TypeError(f"execution must be an Execution, got {type(execution).__name__}")
+    callback = as_progress(progress)
+    try:
+        return _score(embeddings, config, execution, seed, callback)
+    finally:
+        if isinstance(callback, TqdmProgress) and callback is not progress:
+            callback.close()
+
+
+def _score(embeddings, config, execution, seed, progress):
+    stage(progress, "checking the embeddings")
+    X = check_embeddings(embeddings)
+    n = X.shape[0]
+    rng = check_seed(seed)
+    n_points = config.n_points(n)
+    sample_dim = config.sample_dim
+
+    local = execution.backend == "local"
+    if local:
+        stage(progress, "loading the engine (compiled on first use)")
+        engine = execution.engine_impl().load()
+
+    stats = embedding_stats(X, progress=progress)
+    n_valid = len(stats.valid_dims)
+    if n_valid < sample_dim:
+        raise ValueError(
+            f"embeddings have {n_valid} non-constant dimension(s) out of {X.shape[1]}, fewer than "
+            f"sample_dim={sample_dim}; lower sample_dim or check the embeddings (constant "
+            "dimensions are never sampled)"
+        )
+
+    init = draw_init(rng, n)
+    dims, coords = draw_points(rng, stats, n_points, sample_dim)
+    params = {
+        "k": min(config.redund_nn, n - 2),
+        "exp": config.redund_exp,
+        "shift": fixed_point_shift(n_points),
+    }
+
+    if local:  # per-matrix set-up, built once (and shared by forked workers)
+        stage(progress, "preparing the engine")
+        prepared = engine.prepare(X, device=execution.device)
+
+    with make_progress(progress, n_points, "scoring") as advance:
+        if not local:
+            from .dask_backend import accumulate_dask
+
+            coverage = np.zeros(n, dtype=np.int64)
+            penalty = np.zeros(n, dtype=np.int64)
+            accumulate_dask(
+                X,
+                dims,
+                coords,
+                coverage,
+                penalty,
+                client=execution.client,
+                n_workers=execution.num_workers,
+                engine=execution.engine_name,
+                progress=advance,
+                **params,
+            )
+        elif execution.use_multiprocessing:
+            coverage, penalty = accumulate_parallel(
+                prepared,
+                dims,
+                coords,
+                num_workers=execution.num_workers or default_num_workers(),
+                params=params,
+                progress=advance,
+            )
+        else:
+            coverage = np.zeros(n, dtype=np.int64)
+            penalty = np.zeros(n, dtype=np.int64)
+            prepared.accumulate(dims, coords, coverage, penalty, progress=advance, **params)
+    return Components(coverage, penalty, init, params["shift"])
 
 
 def combine_components(coverage, penalty, init, shift, *, rand_init=True):
-    """Scores in [0, 1] from the outputs of ``_score_components`` (what :func:`zcore_scores` does).
+    """Scores in [0, 1] from :class:`Components` (what :func:`zcore_scores` does).
 
     ``coverage`` counts the points each sample covered; ``penalty / 2**shift`` is its total
     redundancy penalty; ``init`` is the U(0, 1) initial draw (added when ``rand_init``).
@@ -165,133 +273,31 @@ def minmax_normalize(raw):
     return (raw - lo) / (hi - lo)
 
 
-def _score_components(
-    embeddings,
-    *,
-    n_samples,
-    sample_dim,
-    redund_nn,
-    redund_exp,
-    seed,
-    use_multiprocessing,
-    num_workers,
-    progress,
-    engine="auto",
-    device=None,
-    backend="local",
-    client=None,
-    stage=None,
-):
-    """Validate, draw and accumulate; returns ``coverage, penalty, init, shift``.
+def _score_components(embeddings, *, progress=None, stage=None, seed=None, **options):
+    """Deprecated: the glue's former entry point, kept until it calls :func:`score_components`.
 
-    ``stage(label, fraction)``, when given, reports the set-up before the points are scored
-    (checks, per-dimension statistics, the engine's preparation), which takes tens of seconds for
-    a million samples.
+    ``progress(done, total)`` for the points and ``stage(label, fraction)`` for the set-up, as
+    before; every other keyword is an option of :func:`zcore_scores`.
     """
-    if stage is not None:
-        stage("checking the embeddings", 0.0)
-    X = check_embeddings(embeddings)
-    n = X.shape[0]
-    n_samples = check_int(n_samples, "n_samples", min_value=1, allow_none=True)
-    if n_samples is None:
-        n_samples = default_n_samples(n)
-    sample_dim = check_int(sample_dim, "sample_dim", min_value=1)
-    redund_nn = check_int(redund_nn, "redund_nn", min_value=1)
-    redund_exp = check_float(redund_exp, "redund_exp", min_value=0)
-    num_workers = check_int(num_workers, "num_workers", min_value=1, allow_none=True)
-    rng = check_seed(seed)
-    if use_multiprocessing and resolve_engine_name(engine, device=device) == "torch":
-        raise ValueError(
-            "use_multiprocessing works with the numpy and numba engines; the torch engine runs "
-            "in one process (forking after a GPU is initialised is unsafe)"
-        )
+    options.pop("rand_init", None)
+    config, execution = resolve(**options)
+    bar = TqdmProgress() if progress is True else None
 
-    backend = _check_backend(backend, engine, device, use_multiprocessing, client)
-    if backend == "local":
-        if stage is not None:
-            stage("loading the engine (compiled on first use)", 0.0)
-        accumulate = get_engine(engine, device=device)
-
-    stats = embedding_stats(
-        X, progress=None if stage is None else lambda d, t: stage("dimension statistics", d / t)
-    )
-    n_valid = len(stats.valid_dims)
-    if n_valid < sample_dim:
-        raise ValueError(
-            f"embeddings have {n_valid} non-constant dimension(s) out of {X.shape[1]}, fewer than "
-            f"sample_dim={sample_dim}; lower sample_dim or check the embeddings (constant "
-            "dimensions are never sampled)"
-        )
-
-    init = draw_init(rng, n)
-    dims, coords = draw_points(rng, stats, n_samples, sample_dim)
-    params = {"k": min(redund_nn, n - 2), "exp": redund_exp, "shift": fixed_point_shift(n_samples)}
-
-    if backend == "local":
-        prepare = getattr(accumulate, "prepare", None)
-        if prepare is not None:  # per-matrix set-up, built once (and shared by forked workers)
+    def report(done, total, label):
+        if label != "scoring":
             if stage is not None:
-                stage("preparing the engine", 0.0)
-            accumulate = prepare(X)
+                stage(label, done / total if total else 0.0)
+        elif bar is not None:
+            bar(done, total, label)
+        elif callable(progress):
+            progress(done, total)
 
-    with make_progress(progress, n_samples, desc="zcore") as report:
-        if backend == "dask":
-            from .dask_backend import accumulate_dask
-
-            coverage = np.zeros(n, dtype=np.int64)
-            penalty = np.zeros(n, dtype=np.int64)
-            accumulate_dask(
-                X,
-                dims,
-                coords,
-                coverage,
-                penalty,
-                client=client,
-                n_workers=num_workers,
-                engine=resolve_engine_name(engine),
-                progress=report,
-                **params,
+    try:
+        return tuple(
+            score_components(
+                embeddings, config=config, execution=execution, seed=seed, progress=report
             )
-        elif use_multiprocessing:
-            workers = num_workers or default_num_workers()
-            coverage, penalty = accumulate_parallel(
-                accumulate,
-                X,
-                dims,
-                coords,
-                num_workers=workers,
-                params=params,
-                progress=report,
-            )
-        else:
-            coverage = np.zeros(n, dtype=np.int64)
-            penalty = np.zeros(n, dtype=np.int64)
-            accumulate(X, dims, coords, coverage, penalty, progress=report, **params)
-    return coverage, penalty, init, params["shift"]
-
-
-#: Values of ``backend`` accepted by :func:`zcore_scores`.
-BACKENDS = ("local", "dask")
-
-
-def _check_backend(backend, engine, device, use_multiprocessing, client):
-    if not isinstance(backend, str) or backend.lower() not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; valid backends: 'local', 'dask'")
-    backend = backend.lower()
-    if backend == "local":
-        if client is not None:
-            raise ValueError("client is used only with backend='dask'; pass backend='dask'")
-        return backend
-    if use_multiprocessing:
-        raise ValueError(
-            "backend='dask' runs on the cluster's workers; leave use_multiprocessing off (use "
-            "num_workers for the size of the LocalCluster, or pass a client)"
         )
-    if device is not None or resolve_engine_name(engine) == "torch":
-        raise ValueError("backend='dask' runs the numba or numpy engine on each shard, not torch")
-    from .dask_access import check_client
-    from .dask_backend import require_dask
-
-    require_dask()
-    check_client(client)  # type, and TLS settings of a tls:// address, before any work
-    return backend
+    finally:
+        if bar is not None:
+            bar.close()

@@ -1,4 +1,5 @@
-"""Coverage and redundancy accumulation: the score law applied to drawn points.
+"""The score law: its public helpers (fixed point, powers, weights, distances) and the reference
+numpy engine that applies it to drawn points, point by point.
 
 For each point ``p`` with dimensions ``dims[p]`` and coordinates ``coords[p]``:
 
@@ -129,7 +130,7 @@ def accumulate_numpy(X, dims, coords, coverage, penalty, *, k, exp, shift, progr
 
         dist = l1_distances(cols, cols[c].copy())
         dist[c] = np.inf
-        nn, nd = _k_smallest(dist, k, n)
+        nn, nd = k_smallest(dist, k, n)
         add_point_penalties(penalty, nn, nd, exp=exp, shift=shift)
 
         done += 1
@@ -163,7 +164,7 @@ def add_point_penalties(penalty, nn, nd, *, exp, shift):
         penalty[nn] += to_fixed(penalty_weights(nd, exp), shift)
 
 
-def _k_smallest(dist, k, n):
+def k_smallest(dist, k, n):
     """Indices and distances of the ``k`` smallest by ``(distance, index)``, in that order."""
     if k < n - 1:
         part = np.argpartition(dist, k - 1)[:k]
