@@ -59,17 +59,24 @@ _MISSING = object()
 class OptionSpec:
     """One option: its name, default, kind and constraint, and the words that describe it.
 
+    The one option class of zcore: the score law's and the execution's options here, and every
+    selection method's options (:mod:`zcore.core.registry`); forms and docstrings are built
+    from it.
+
     Attributes
     ----------
     name : str
     default : object
-    kind : {"int", "float", "bool", "str", "object"}
+    kind : {"int", "float", "bool", "str", "choice", "ints", "array", "object"}
+        ``"choice"``: one of ``choices`` (exactly); ``"int"`` with ``choices`` also accepts one of
+        them (e.g. ``n_clusters="auto"``); ``"ints"``: a non-empty sequence of ints;
+        ``"array"``/``"object"``: checked by their user.
     help : str
         One line, for forms and tooltips.
     label : str
         Short form label.
-    minimum : int or float, optional
-        Smallest value accepted (``int``/``float`` kinds).
+    minimum, maximum : int or float, optional
+        Bounds (``int``/``float``/``ints`` kinds).
     choices : tuple of str, optional
         Allowed values (``str`` kind, compared case-insensitively).
     allow_none : bool
@@ -81,6 +88,8 @@ class OptionSpec:
     convert : callable, optional
         Applied to a value other than ``None`` before the check (e.g. a ``torch.device`` to its
         name).
+    form : bool
+        Shown in the App's forms (method options; the score options have their own layout).
     """
 
     name: str
@@ -94,6 +103,8 @@ class OptionSpec:
     doc_type: str = ""
     details: str = ""
     convert: object = None
+    maximum: object = None
+    form: bool = False
 
     def check(self, value):
         """``value`` converted and checked; ``ValueError`` saying what to change otherwise."""
@@ -101,10 +112,25 @@ class OptionSpec:
             return None
         if self.convert is not None and value is not None:
             value = self.convert(value)
+        if self.kind in ("array", "object"):
+            return value
+        if self.kind in ("choice", "int") and self.choices and isinstance(value, str):
+            if value not in self.choices:
+                raise ValueError(f"{self.name} must be one of {list(self.choices)}; got {value!r}")
+            return value
+        if self.kind == "choice":
+            raise ValueError(f"{self.name} must be one of {list(self.choices)}; got {value!r}")
         if self.kind == "int":
-            return check_int(value, self.name, min_value=self.minimum)
+            return check_int(value, self.name, min_value=self.minimum, max_value=self.maximum)
         if self.kind == "float":
-            return check_float(value, self.name, min_value=self.minimum)
+            return check_float(value, self.name, min_value=self.minimum, max_value=self.maximum)
+        if self.kind == "ints":
+            if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+                raise ValueError(f"{self.name} must be a sequence of ints; got {value!r}")
+            values = tuple(value)
+            if not values:
+                raise ValueError(f"{self.name} must name at least one level")
+            return tuple(check_int(v, self.name, min_value=self.minimum) for v in values)
         if self.kind == "bool":
             if isinstance(value, numbers.Integral) and int(value) in (0, 1):
                 return bool(value)  # bools, numpy bools, and 0/1

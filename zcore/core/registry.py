@@ -1,16 +1,17 @@
 """The selection-method registry: one spec per method, the single source of what it needs and accepts.
 
 A :class:`MethodSpec` holds the method's function, its label and help text (shown in the App), what
-it needs (embeddings, scores) and its :class:`Option` s, each with its constraint, label and help;
+it needs (embeddings, scores) and its options, each with its constraint, label and help;
 an option's default is the function's own keyword default, so it is written once, in the
 signature. The spec validates a call's options before the function runs (unknown names, types,
-ranges, choices), and the FiftyOne layer and the operator form are built from the same specs:
+ranges, choices: each option is a :class:`~zcore.core.config.OptionSpec`, the same class as the
+score options'), and the FiftyOne layer and the operator form are built from the same specs:
 
 - :func:`zcore.core.methods.select` and every registered method validate through their spec;
 - ``zcore.collection.select_coreset`` asks the spec what to read (embeddings, scores) before it
   reads anything;
 - the ``select_coreset`` operator lists :func:`app_methods` with their labels and help, and
-  builds one input per :attr:`Option.form` option.
+  builds one input per option whose ``form`` is set.
 
 Add a method: write ``fn(scores, embeddings, n_keep, *, seed=None, **options)`` and decorate it
 with :func:`method`. That is the only place that knows about it.
@@ -20,74 +21,17 @@ import dataclasses
 import functools
 import inspect
 
-from .validation import check_float, check_int
+from .config import OptionSpec
 
 #: The method ``select_coreset`` runs when none is named (an alias, see :func:`alias`).
 DEFAULT_METHOD = "auto"
 
-#: Option kinds.
-KINDS = ("int", "float", "choice", "ints", "array")
 
-
-@dataclasses.dataclass(frozen=True)
-class Option:
-    """One keyword option of a method: its constraint, label and help.
-
-    ``kind``: ``"int"`` (optionally also one of ``choices``, e.g. ``n_clusters="auto"``),
-    ``"float"``, ``"choice"`` (one of ``choices``), ``"ints"`` (a sequence of ints) or
-    ``"array"`` (data, checked by the method itself). ``None`` is accepted where
-    ``allow_none``, or where the signature's default is ``None``. ``form``: shown in the App's
-    form (the others stay Python-only: arrays, rarely changed knobs). The default is read from
-    the method's signature when the spec is built.
-    """
-
-    name: str
-    kind: str
-    help: str
-    label: str = ""
-    choices: tuple = ()
-    minimum: float = None
-    maximum: float = None
-    allow_none: bool = False
-    form: bool = False
-    default: object = None
-
-    def __post_init__(self):
-        if self.kind not in KINDS:
-            raise ValueError(f"Option {self.name!r}: kind must be one of {KINDS}")
-
-    def check(self, value):
-        """``value`` converted and checked; ``ValueError`` naming the option otherwise."""
-        if value is None and (self.allow_none or self.default is None):
-            return None
-        if self.kind == "array":
-            return value
-        if self.choices and isinstance(value, str):
-            if value not in self.choices:
-                raise ValueError(f"{self.name} must be one of {list(self.choices)}; got {value!r}")
-            return value
-        if self.kind == "choice":
-            raise ValueError(f"{self.name} must be one of {list(self.choices)}; got {value!r}")
-        if self.kind == "int":
-            return check_int(value, self.name, min_value=self.minimum, max_value=self.maximum)
-        if self.kind == "float":
-            return check_float(value, self.name, min_value=self.minimum, max_value=self.maximum)
-        # "ints"
-        if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
-            raise ValueError(f"{self.name} must be a sequence of ints; got {value!r}")
-        values = tuple(value)
-        if not values:
-            raise ValueError(f"{self.name} must name at least one level")
-        return tuple(check_int(v, self.name, min_value=self.minimum) for v in values)
-
-    def describe(self):
-        """One line for docs and forms: the help, the choices and the default."""
-        extra = []
-        if self.choices:
-            extra.append("one of " + ", ".join(repr(c) for c in self.choices))
-        if self.default is not None:
-            extra.append(f"default {self.default!r}")
-        return self.help + (f" ({'; '.join(extra)})" if extra else "")
+def Option(name, kind, help, *, label="", **constraints):
+    """The :class:`~zcore.core.config.OptionSpec` of a method option; its default is filled in
+    from the method's signature when the method is registered (:func:`method`). A ``None``
+    default also accepts ``None``."""
+    return OptionSpec(name, None, kind, help, label, **constraints)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,7 +102,9 @@ def method(*, label, help, needs_embeddings, scores, options=(), needs_scores_if
         for o in options:
             if o.name not in params:
                 raise TypeError(f"{fn.__name__} has no keyword {o.name!r} for its Option")
-            filled.append(dataclasses.replace(o, default=params[o.name].default))
+            default = params[o.name].default
+            allow_none = o.allow_none or default is None
+            filled.append(dataclasses.replace(o, default=default, allow_none=allow_none))
 
         @functools.wraps(fn)
         def run(scores, embeddings, n_keep, *, seed=None, **opts):
