@@ -38,20 +38,13 @@ _zcore_package()
 
 from zcore import collection as zc  # noqa: E402
 from zcore.core import dask_access  # noqa: E402
+from zcore.core.config import LAW_OPTIONS, Execution, ScoreConfig, default_n_samples  # noqa: E402
 from zcore.core.registry import DEFAULT_METHOD, app_methods, get_spec  # noqa: E402
-from zcore.core.scoring import default_n_samples  # noqa: E402
 from zcore.levels import is_vector_field  # noqa: E402
 from zcore.panel import CoresetPanel, default_score_field, score_fields  # noqa: E402
 
-_DEFAULTS = {
-    "score_field": zc.DEFAULT_SCORE_FIELD,
-    "sample_dim": 2,
-    "redund_nn": 1000,
-    "redund_exp": 4.0,
-    "rand_init": True,
-    "num_workers": 1,
-    "batch_size": 32,
-}
+#: From this many target samples, the compute form suggests Schedule, and defaults to it.
+SCHEDULE_ABOVE = 20_000
 _EMBED_SOURCES = ("field", "model")
 #: Environment variable of the server: the directory under which the operator may keep embedding
 #: caches (``cache_dir`` is refused from the App/operator when unset).
@@ -84,39 +77,6 @@ class ComputeZcore(foo.Operator):
 
         _embeddings_inputs(ctx, inputs)
         _score_field_input(ctx, inputs)
-
-        inputs.int(
-            "n_samples",
-            label="Sampling points",
-            description=(
-                f"Random points drawn in embedding space; default min(1,000,000, 10 x N) = "
-                f"{default_n_samples(max(n, 1)):,} for the {n:,} target samples. More points give "
-                "more stable scores at a proportional cost."
-            ),
-            required=False,
-            min=1,
-        )
-        inputs.int("sample_dim", label="Dimensions per point", default=2, min=1)
-        inputs.int(
-            "redund_nn",
-            label="Redundancy neighbours",
-            description="Neighbours penalised around each covering sample (capped at N - 2)",
-            default=1000,
-            min=1,
-        )
-        inputs.float(
-            "redund_exp",
-            label="Redundancy exponent",
-            description="Penalty proportional to 1 / distance^exponent",
-            default=4.0,
-            min=0.0,
-        )
-        inputs.bool(
-            "rand_init",
-            label="Random initial score",
-            description="Start each score from U(0, 1): a tie-breaker among never-covered samples",
-            default=True,
-        )
         inputs.int(
             "seed",
             label="Seed",
@@ -124,67 +84,40 @@ class ComputeZcore(foo.Operator):
             required=False,
             min=0,
         )
-        inputs.bool(
-            "component_fields",
-            label="Also store the score's components",
-            description=(
-                "Write <score field>_coverage (times the sample was the nearest to a sampling "
-                "point) and <score field>_redundancy (its total redundancy penalty)"
-            ),
-            default=False,
-        )
-        inputs.int(
-            "num_workers",
-            label="Worker processes",
-            description="Used when the operation is delegated (scheduled); immediate runs use one",
-            default=1,
-            min=1,
-        )
-        inputs.str(
-            "device",
-            label="GPU device (optional)",
-            description=(
-                "Leave empty to score on the CPU with the compiled engine; e.g. 'cuda' scores with "
-                "the torch engine on a GPU (same scores)"
-            ),
-            required=False,
-        )
-
-        cache_root = os.environ.get(CACHE_ROOT_ENV)
-        if cache_root:  # only where the server's owner allowed a place for caches
-            inputs.str(
-                "cache_dir",
-                label="Embeddings cache directory (optional)",
-                description=(
-                    "Keep the embedding matrix here as a memory-mapped file, so that re-runs "
-                    "with other settings skip reading the database (invalidated when samples "
-                    f"change). A sub-directory of {cache_root}"
-                ),
-                required=False,
-            )
-        if importlib.util.find_spec("distributed") is not None:
-            _dask_scheduler_input(ctx, inputs)
-
-        inputs.bool(
-            "save_coreset",
-            label="Also save a coreset view",
-            description="Save the top-scoring samples as a named view when scoring finishes",
-            default=False,
-        )
-        if ctx.params.get("save_coreset", False):
-            _size_inputs(ctx, inputs, n)
-            inputs.str(
-                "view_name",
-                label="Saved view name",
-                default="zcore_coreset",
-                required=False,
-            )
-        if n < 3:
+        if n >= SCHEDULE_ABOVE:
             inputs.view(
-                "too_few",
-                types.Error(label=f"The target has {n} sample(s); ZCore needs at least 3"),
+                "schedule_hint",
+                types.Notice(
+                    label=f"{n:,} samples: Schedule runs this in the background (with progress "
+                    "in the Coreset panel) instead of keeping the App busy"
+                ),
             )
+        inputs.bool(
+            "advanced",
+            label="Advanced options",
+            description="The score's hyperparameters, workers, GPU, cache, Dask, saving a view",
+            default=False,
+        )
+        if n < 3:
+            _form_error(inputs, "too_few", f"The target has {n} sample(s); ZCore needs at least 3")
+        if _show_advanced(ctx.params):
+            _advanced_compute_inputs(ctx, inputs, n)
         return types.Property(inputs, view=types.View(label="Compute ZCore scores"))
+
+    def resolve_execution_options(self, ctx):
+        """Schedule (delegate) is the default choice for a large target."""
+        from fiftyone.operators.executor import ExecutionOptions
+
+        delegate = self.resolve_delegation(ctx)
+        if delegate is not None:
+            return ExecutionOptions(
+                allow_immediate_execution=not delegate, allow_delegated_execution=delegate
+            )
+        return ExecutionOptions(
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
+            default_choice_to_delegated=ctx.target_view().count() >= SCHEDULE_ABOVE,
+        )
 
     def resolve_delegation(self, ctx):
         return ctx.params.get("delegate", None)
@@ -197,13 +130,24 @@ class ComputeZcore(foo.Operator):
             raise ValueError(
                 "scoring on a Dask cluster runs only in a delegated (scheduled) operation"
             )
+        # the score's options, from their one table, checked before anything is read
+        config = ScoreConfig(**{spec.name: p.get(spec.name, spec.default) for spec in LAW_OPTIONS})
+        num_workers = int(p.get("num_workers") or 1)
+        use_mp = bool(ctx.delegated) and num_workers > 1 and scheduler is None
+        execution = Execution(
+            device=p.get("device") or None,
+            use_multiprocessing=use_mp,
+            num_workers=num_workers if use_mp or scheduler else None,
+            backend="local" if scheduler is None else "dask",
+            client=None if scheduler in (None, "local") else scheduler,
+        )
         view = ctx.target_view()
-        score_field = p.get("score_field") or _DEFAULTS["score_field"]
+        score_field = p.get("score_field") or zc.DEFAULT_SCORE_FIELD
         source = p.get("embeddings_source") or ("model" if p.get("model") else "field")
         model = None
         embeddings = p.get("embeddings") or None
         if source == "model":
-            from .zcore.models import load_model
+            from zcore.models import load_model
 
             model = load_model(
                 p.get("model") or "efficientnet-lite0",
@@ -214,8 +158,6 @@ class ComputeZcore(foo.Operator):
             embeddings = p.get("embeddings_field") or _default_embeddings_field(p)
 
         cache_dir = _cache_dir(p)
-        num_workers = int(p.get("num_workers") or 1)
-        use_mp = bool(ctx.delegated) and num_workers > 1 and scheduler is None
 
         overwrite = bool(p.get("overwrite", False))
         view_name = p.get("view_name") or "zcore_coreset"
@@ -223,8 +165,9 @@ class ComputeZcore(foo.Operator):
             size_kw = _size_kwargs(p)
             zc.check_coreset_request(view, **size_kw, view_name=view_name, overwrite=overwrite)
 
-        def progress(fraction, label):
-            ctx.set_progress(progress=fraction, label=label)
+        def progress(done, total, label):
+            counts = f" {done:,.0f}/{total:,.0f}" if total > 1 else ""
+            ctx.set_progress(progress=done / total if total else 0.0, label=label + counts)
 
         results = zc.compute_zcore(
             view,
@@ -233,21 +176,13 @@ class ComputeZcore(foo.Operator):
             score_field=score_field,
             run_key=p.get("run_key") or None,
             overwrite=bool(p.get("overwrite", False)),
-            n_samples=p.get("n_samples") or None,
-            sample_dim=p.get("sample_dim", _DEFAULTS["sample_dim"]),
-            redund_nn=p.get("redund_nn", _DEFAULTS["redund_nn"]),
-            redund_exp=p.get("redund_exp", _DEFAULTS["redund_exp"]),
-            rand_init=p.get("rand_init", _DEFAULTS["rand_init"]),
             seed=p.get("seed", None),
+            config=config,
+            execution=execution,
             component_fields=bool(p.get("component_fields", False)),
-            use_multiprocessing=use_mp,
-            num_workers=num_workers if use_mp or scheduler else None,
-            device=p.get("device") or None,
-            batch_size=p.get("batch_size", _DEFAULTS["batch_size"]),
+            batch_size=p.get("batch_size", 32),
             progress=progress,
             cache_dir=cache_dir,
-            backend="local" if scheduler is None else "dask",
-            client=None if scheduler in (None, "local") else scheduler,
         )
         out = {
             "score_field": score_field,
@@ -429,6 +364,118 @@ class SelectCoreset(foo.Operator):
 # --- form helpers ------------------------------------------------------------------------------
 
 
+#: Parameters of the compute form's "Advanced options".
+_ADVANCED = (
+    *(spec.name for spec in LAW_OPTIONS),
+    "component_fields",
+    "num_workers",
+    "device",
+    "cache_dir",
+    "dask_scheduler",
+    "save_coreset",
+)
+
+
+def _show_advanced(params):
+    """Whether the compute form shows its advanced inputs: when ticked in the App, and for a
+    programmatic call (which sends no ``advanced``) that sets any of them, so that FiftyOne's
+    validation of the form checks them too."""
+    if "advanced" in params:
+        return bool(params["advanced"])
+    return any(params.get(name) is not None for name in _ADVANCED)
+
+
+#: Most sampling points the App accepts (the cost and the memory grow with them: 10^12 points
+#: would need terabytes); Python callers are not capped.
+MAX_APP_POINTS = 100_000_000
+
+
+def _law_input(inputs, spec, n):
+    """One input of the score law's option ``spec`` (label, help, default and bounds from the
+    option table)."""
+    description = spec.help
+    if spec.name == "n_samples":
+        description = (
+            f"Random points drawn in embedding space; empty: min(1,000,000, 10 x N) = "
+            f"{default_n_samples(max(n, 1)):,} for the {n:,} target samples. More points give "
+            f"more stable scores at a proportional cost (at most {MAX_APP_POINTS:,} here)"
+        )
+    if spec.kind == "bool":
+        inputs.bool(spec.name, label=spec.label, description=description, default=spec.default)
+        return
+    add = inputs.int if spec.kind == "int" else inputs.float
+    kw = {"min": spec.minimum}
+    if spec.name == "n_samples":
+        kw["max"] = MAX_APP_POINTS
+    if spec.default is None:
+        add(spec.name, label=spec.label, description=description, required=False, **kw)
+    else:
+        add(spec.name, label=spec.label, description=description, default=spec.default, **kw)
+
+
+def _advanced_compute_inputs(ctx, inputs, n):
+    """The compute form's "Advanced options": the score law's options (generated from their one
+    table, :data:`zcore.core.config.LAW_OPTIONS`), the components, where to run, the cache, and
+    saving a coreset view."""
+    for spec in LAW_OPTIONS:
+        _law_input(inputs, spec, n)
+    inputs.bool(
+        "component_fields",
+        label="Also store the score's components",
+        description=(
+            "Write <score field>_coverage (times the sample was the nearest to a sampling "
+            "point) and <score field>_redundancy (its total redundancy penalty)"
+        ),
+        default=False,
+    )
+    inputs.int(
+        "num_workers",
+        label="Worker processes",
+        description="Used when the operation is delegated (scheduled); immediate runs use one",
+        default=1,
+        min=1,
+        max=os.cpu_count() or 1,
+    )
+    inputs.str(
+        "device",
+        label="GPU device (optional)",
+        description=(
+            "Leave empty to score on the CPU with the compiled engine; e.g. 'cuda' scores with "
+            "the torch engine on a GPU (same scores)"
+        ),
+        required=False,
+    )
+    cache_root = os.environ.get(CACHE_ROOT_ENV)
+    if cache_root:  # only where the server's owner allowed a place for caches
+        inputs.str(
+            "cache_dir",
+            label="Embeddings cache directory (optional)",
+            description=(
+                "Keep the embedding matrix here as a memory-mapped file, so that re-runs "
+                "with other settings skip reading the database (invalidated when samples "
+                f"change). A sub-directory of {cache_root}"
+            ),
+            required=False,
+        )
+    if importlib.util.find_spec("distributed") is not None:
+        _dask_scheduler_input(ctx, inputs)
+
+    inputs.bool(
+        "save_coreset",
+        label="Also save a coreset view",
+        description="Save the top-scoring samples as a named view when scoring finishes",
+        default=False,
+    )
+    if ctx.params.get("save_coreset", False):
+        _size_inputs(ctx, inputs, n)
+        inputs.str(
+            "view_name",
+            label="Saved view name",
+            default="zcore_coreset",
+            required=False,
+        )
+
+
 def _dask_scheduler_input(ctx, inputs):
     """A dropdown of the Dask clusters the server's owner allows: ``local`` and the addresses
     of ``ZCORE_DASK_SCHEDULERS`` (:mod:`zcore.core.dask_access`); no free-text address. Another
@@ -587,7 +634,7 @@ def _score_fields(view):
 
 
 def _embeddings_inputs(ctx, inputs):
-    from .zcore.models import MODEL_CHOICES
+    from zcore.models import MODEL_CHOICES
 
     fields = _vector_fields(ctx.target_view())
     source_view = types.RadioGroup(orientation="horizontal")
@@ -668,26 +715,44 @@ def _default_embeddings_field(params):
     return model.replace("-", "_").replace(".", "_") + "_embeddings"
 
 
+def _free_score_field(view, embeddings):
+    """``zcore_score``, or ``zcore_score_2``, ... : the first name that no field and no run
+    holds, so that the form's default never opens in an error state (and never overwrites)."""
+    level = zc.level_of(view, embeddings)
+    dataset = view._root_dataset
+    name, i = zc.DEFAULT_SCORE_FIELD, 1
+    while level.get_field(name) is not None or dataset.has_run(name):
+        i += 1
+        name = f"{zc.DEFAULT_SCORE_FIELD}_{i}"
+    return name
+
+
 def _score_field_input(ctx, inputs):
     view = ctx.target_view()
+    embeddings = (
+        ctx.params.get("embeddings") if ctx.params.get("embeddings_source") != "model" else None
+    )
+    default = _free_score_field(view, embeddings)
     prop = inputs.str(
         "score_field",
         label="Score field",
-        default=_DEFAULTS["score_field"],
+        default=default,
         required=False,
-        description="Float field that receives the scores",
+        description="Float field that receives the scores"
+        + (
+            f" ('{zc.DEFAULT_SCORE_FIELD}' exists: type it and tick overwrite to replace it)"
+            if default != zc.DEFAULT_SCORE_FIELD
+            else ""
+        ),
     )
-    score_field = ctx.params.get("score_field") or _DEFAULTS["score_field"]
+    score_field = ctx.params.get("score_field") or default
     try:
         zc._check_field_name(score_field, "score_field")
     except ValueError as e:
         prop.invalid = True
         prop.error_message = str(e)
         return
-    # the score lands on patches or frames for such views (see zcore.collection)
-    embeddings = (
-        ctx.params.get("embeddings") if ctx.params.get("embeddings_source") != "model" else None
-    )
+    # the score lands on patches or frames for such views (see zcore.levels)
     exists = zc.level_of(view, embeddings).get_field(score_field) is not None
     has_run = view._root_dataset.has_run(score_field)
     if exists or has_run:

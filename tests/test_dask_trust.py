@@ -117,7 +117,8 @@ def test_form_offers_only_local_and_the_allowed_addresses(make_dataset, monkeypa
     op = foo.get_operator(COMPUTE)
 
     def field():
-        ctx = ExecutionContext(request_params={"dataset_name": ds.name, "params": {}})
+        params = {"advanced": True}  # the Dask input is an advanced option
+        ctx = ExecutionContext(request_params={"dataset_name": ds.name, "params": params})
         props = op.resolve_input(ctx).type.properties
         return props, props["dask_scheduler"]
 

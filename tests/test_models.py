@@ -218,7 +218,7 @@ def test_progress_callback_gets_monotone_counts_and_view_is_respected(
         embeddings_field="emb_view",
         batch_size=4,
         num_workers=0,
-        progress=lambda done, total: calls.append((done, total)),
+        progress=lambda done, total, label: calls.append((done, total)),
     )
     assert out == "emb_view"
     assert calls == [(4, 12), (8, 12), (12, 12)]

@@ -217,20 +217,16 @@ def test_grouped_dataset_scores_the_active_slice():
 def test_component_fields_explain_the_score(patches_dataset):
     """``component_fields``: coverage and redundancy, written with the score; together with the
     initial draw they give the score back exactly."""
-    from zcore.core.scoring import _score_components, minmax_normalize
+    from zcore.core import Execution, ScoreConfig, score_components
+    from zcore.core.scoring import minmax_normalize
 
     ds = patches_dataset
     ds.set_values("pixels", [_embed(Image.open(p)) for p in ds.values("filepath")])
     _op(COMPUTE, ds, embeddings="pixels", component_fields=True, **FAST)
     X = np.stack(ds.values("pixels"))
-    coverage, penalty, init, shift = _score_components(
-        X,
-        use_multiprocessing=False,
-        num_workers=None,
-        progress=False,
-        sample_dim=2,
-        redund_exp=4,
-        **FAST,
+    config = ScoreConfig(**{k: v for k, v in FAST.items() if k != "seed"})
+    coverage, penalty, init, shift = score_components(
+        X, config=config, execution=Execution(), seed=FAST["seed"]
     )
     got_cov = np.array(ds.values("zcore_score_coverage"))
     got_red = np.array(ds.values("zcore_score_redundancy"))

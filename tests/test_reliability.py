@@ -198,12 +198,12 @@ def test_signals_during_the_move_complete_it_with_its_run_record(ds, monkeypatch
 def test_workers_die_with_a_killed_parent(make_dataset):
     ds, _ = make_dataset(2000, 6)
     ds.persistent = True
-    # stops at the first report of the workers' progress ("scoring <done>/<total> points"),
+    # stops at the first report of the workers' progress (stage "scoring"),
     # with enough points left that they are busy for a long while
     child = Child(
         ds,
         1,
-        "scoring ",
+        "scoring",
         0.0,
         use_multiprocessing=True,
         num_workers=2,

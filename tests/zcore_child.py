@@ -27,7 +27,8 @@ def main():
     options = {k: json.loads(v) for k, v in (a.split("=", 1) for a in sys.argv[5:])}
     blocked = []
 
-    def progress(fraction, label):
+    def progress(done, total, label):
+        fraction = done / total if total else 0.0
         if not blocked and label.startswith(block_label) and fraction >= float(min_fraction):
             blocked.append(1)
             kids = [str(p.pid) for p in psutil.Process().children(recursive=True)]

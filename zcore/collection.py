@@ -23,7 +23,9 @@ from fiftyone import ViewField as F
 
 from . import lock, runs, store
 from .core.budget import as_scores, resolve_size, select_top_indices, top_order
-from .core.scoring import _score_components, combine_components, default_n_samples
+from .core.config import resolve
+from .core.progress import as_progress
+from .core.scoring import combine_components, score_components
 from .core.validation import recordable_seed
 from .levels import field_names, is_frame_path, level_of
 
@@ -43,22 +45,14 @@ def compute_zcore(
     score_field=DEFAULT_SCORE_FIELD,
     run_key=None,
     overwrite=False,
-    n_samples=None,
-    sample_dim=2,
-    redund_nn=1000,
-    redund_exp=4,
-    rand_init=True,
     seed=None,
-    use_multiprocessing=False,
-    num_workers=None,
+    config=None,
+    execution=None,
     batch_size=32,
     progress=None,
     component_fields=False,
-    engine="auto",
-    device=None,
     cache_dir=None,
-    backend="local",
-    client=None,
+    **options,
 ):
     """Compute ZCore scores for a FiftyOne collection and store them in a sample field.
 
@@ -85,18 +79,23 @@ def compute_zcore(
         Key under which the run is recorded; defaults to ``score_field``.
     overwrite : bool, default=False
         Allow replacing an existing run with this key, or an existing ``score_field``.
-    n_samples, sample_dim, redund_nn, redund_exp, rand_init, use_multiprocessing, num_workers, \
-    engine, device, backend, client
-        See :func:`zcore.zcore_scores`. ``backend="dask"`` scores on a Dask cluster (``client``:
-        a ``distributed.Client`` or a scheduler address; ``None`` starts a ``LocalCluster`` of
-        ``num_workers`` processes); the embeddings are still read and the scores written here.
+    <OPTIONS>
+    config : ScoreConfig, default=None
+        The law's options as one object (:class:`zcore.core.config.ScoreConfig`), instead of
+        the keywords above; not together with them.
+    execution : Execution, default=None
+        Where and how to compute (:class:`zcore.core.config.Execution`), instead of the
+        keywords above. With ``backend="dask"`` the embeddings are still read and the scores
+        written here.
     seed : int or None, default=None
         Seed of all randomness. ``None`` draws a fresh seed, which is recorded in the run so the
         scores can be reproduced.
     batch_size : int, default=32
         Batch size when embedding with ``model``.
     progress : bool or callable, default=None
-        ``True`` for tqdm bars, or ``progress(fraction, label)`` called as work advances.
+        ``True`` for tqdm bars, or ``progress(done, total, label)`` called as work advances,
+        stage by stage (:mod:`zcore.core.progress`; at most every couple of seconds within a
+        stage): embedding, reading, the scoring's set-up stages, scoring, writing.
     component_fields : bool, default=False
         Also write what each score is made of: ``<score_field>_coverage`` (int, how many sampling
         points the sample was the nearest to) and ``<score_field>_redundancy`` (float, its total
@@ -136,6 +135,8 @@ def compute_zcore(
         embeddings. Nothing is written to the dataset in that case.
     """
     t0 = time.perf_counter()
+    config, execution = resolve(config, execution, **options)
+    progress = _paced(progress)
     score_field = _check_field_name(score_field, "score_field")
     run_key = score_field if run_key is None else run_key
     _check_run_key_name(run_key)
@@ -173,26 +174,17 @@ def compute_zcore(
                 overwrite=overwrite,
                 out_fields=out_fields,
                 seed=seed,
-                params_in={
-                    "n_samples": n_samples,
-                    "sample_dim": sample_dim,
-                    "redund_nn": redund_nn,
-                    "redund_exp": redund_exp,
-                    "rand_init": rand_init,
-                },
-                use_multiprocessing=use_multiprocessing,
-                num_workers=num_workers,
+                config=config,
+                execution=execution,
                 batch_size=batch_size,
                 progress=progress,
                 component_fields=component_fields,
-                engine=engine,
-                device=device,
                 cache_dir=cache_dir,
-                backend=backend,
-                client=client,
             )
         finally:
             held.release()
+            if progress is not None and hasattr(progress, "close"):
+                progress.close()
 
 
 def _compute_locked(
@@ -208,17 +200,12 @@ def _compute_locked(
     overwrite,
     out_fields,
     seed,
-    params_in,
-    use_multiprocessing,
-    num_workers,
+    config,
+    execution,
     batch_size,
     progress,
     component_fields,
-    engine,
-    device,
     cache_dir,
-    backend,
-    client,
 ):
     """compute_zcore once the lock is held: every check, then read, score, write + record."""
     _check_run_key(samples, run_key, overwrite)
@@ -240,14 +227,8 @@ def _compute_locked(
             f"only {n_present} sample(s) of {data.n_all} have embeddings; ZCore needs at least 3"
         )
 
-    n_samples = params_in["n_samples"]
-    params = {
-        **params_in,
-        "n_samples": default_n_samples(n_present) if n_samples is None else n_samples,
-    }
-    rand_init = params["rand_init"]
-    # the run's config is built and validated (key, type of an existing run) before scoring
-    config = runs.ScoreRunConfig(
+    # the run's record is built and validated (key, type of an existing run) before scoring
+    run_config = runs.ScoreRunConfig(
         score_field=score_field,
         owned_fields=[level.root_path(name) for name in out_fields],
         embeddings=fields if fields is not None else "<array>",
@@ -255,29 +236,17 @@ def _compute_locked(
         level=level.kind,
         score_path=level.path(score_field),
         component_fields=bool(component_fields),
-        **params,
+        **{**config.to_dict(), "n_samples": config.n_points(n_present)},
     )
     _check_record(samples, runs.ScoreRun, run_key, overwrite)
 
     t2 = time.perf_counter()
-    if callable(progress):
-        progress(0.0, "scoring: preparing the embeddings")
-    coverage, penalty, init, shift = _score_components(
-        X,
-        seed=seed,
-        use_multiprocessing=use_multiprocessing,
-        num_workers=num_workers,
-        engine=engine,
-        device=device,
-        backend=backend,
-        client=client,
-        progress=_score_progress(progress),
-        stage=_stage_progress(progress),
-        **{k: v for k, v in params.items() if k != "rand_init"},
+    coverage, penalty, init, shift = score_components(
+        X, config=config, execution=execution, seed=seed, progress=progress
     )
     del X
     data.X = None  # the matrix is not needed to write: let it go before the write
-    scores = combine_components(coverage, penalty, init, shift, rand_init=rand_init)
+    scores = combine_components(coverage, penalty, init, shift, rand_init=config.rand_init)
     columns = {score_field: scores}
     if component_fields:
         columns[score_field + "_coverage"] = coverage
@@ -292,7 +261,7 @@ def _compute_locked(
         if recorded:
             return
         t4 = time.perf_counter()
-        _register(samples, runs.ScoreRun, run_key, config, overwrite)
+        _register(samples, runs.ScoreRun, run_key, run_config, overwrite)
         timings["record_s"] = time.perf_counter() - t4
         timings["total_s"] = time.perf_counter() - t0
         results = samples.init_run_results(
@@ -836,38 +805,26 @@ def _embed_with_model(samples, model, field, batch_size, progress):
         model,
         embeddings_field=field,
         batch_size=batch_size,
-        progress=_embed_progress(progress),
+        progress=progress,
     )
     return field
 
 
-def _score_progress(progress):
-    if progress is None or progress is False or progress is True:
-        return bool(progress)
-    rate = store.RateLimit()  # workers are polled every few ms: forward every PROGRESS_DT s
-
-    def report(done, total):
-        if rate.due(force=done >= total):
-            progress(done / total, f"scoring {done:,}/{total:,} points")
-
-    return report
-
-
-def _stage_progress(progress):
-    if not callable(progress):
+def _paced(progress):
+    """The run's one progress callback (:mod:`zcore.core.progress`), paced: within a stage at
+    most every :data:`zcore.store.PROGRESS_DT` seconds (the engines report every few
+    milliseconds), always at a new stage and at its end. ``None`` when silent; its ``close()``
+    closes the tqdm bars of ``progress=True``."""
+    callback = as_progress(progress)
+    if callback is None:
         return None
     rate = store.RateLimit()
-    last_label = [None]
+    last = [None]
 
-    def report(label, fraction):
-        if rate.due(force=fraction >= 1 or label != last_label[0]):
-            last_label[0] = label
-            progress(0.0, f"scoring: {label} ({fraction:.0%})")
+    def report(done, total, label):
+        if rate.due(force=label != last[0] or done >= total):
+            last[0] = label
+            callback(done, total, label)
 
+    report.close = getattr(callback, "close", lambda: None)
     return report
-
-
-def _embed_progress(progress):
-    if progress is None or progress is False or progress is True:
-        return bool(progress)
-    return lambda done, total: progress(done / max(total, 1), f"embedding {done:,}/{total:,}")

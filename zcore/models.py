@@ -785,7 +785,8 @@ def compute_embeddings(
     progress : bool, callable or None, optional
         ``True``/``False`` shows/hides FiftyOne's progress bar, ``None`` uses
         ``fiftyone.config.show_progress_bars``; a callable is invoked as
-        ``progress(done, total)`` after each chunk of about 1/20 of the samples.
+        ``progress(done, total, "embedding")`` (:mod:`zcore.core.progress`) after each chunk of
+        about 1/20 of the samples.
     skip_failures : bool, optional
         If ``True``, samples that cannot be embedded (e.g. unreadable images) get ``None`` and
         a logged warning; if ``False`` (default), the first failure raises.
@@ -808,7 +809,7 @@ def compute_embeddings(
     batch_size = int(batch_size)
     if not (progress is None or isinstance(progress, bool) or callable(progress)):
         raise ValueError(
-            f"progress must be a bool, None or a callable(done, total), got {progress!r}"
+            f"progress must be a bool, None or a callable(done, total, label), got {progress!r}"
         )
 
     kwargs = dict(
@@ -825,11 +826,11 @@ def compute_embeddings(
     total = len(ids)
     if total == 0:
         samples.compute_embeddings(model, progress=False, **kwargs)
-        progress(0, 0)
+        progress(0, 0, "embedding")
         return embeddings_field
     # Chunks are whole batches, about _PROGRESS_UPDATES of them.
     chunk = batch_size * max(1, math.ceil(total / (batch_size * _PROGRESS_UPDATES)))
-    with make_progress(progress, total) as report:
+    with make_progress(progress, total, "embedding") as report:
         for start in range(0, total, chunk):
             chunk_ids = ids[start : start + chunk]
             samples.select(chunk_ids).compute_embeddings(model, progress=False, **kwargs)

@@ -120,7 +120,8 @@ def read_embeddings(samples, fields, *, progress=None):
     fields : list of str
         Top-level vector fields, concatenated along the features in this order.
     progress : callable, optional
-        ``progress(fraction, label)``, called at least every :data:`PROGRESS_DT` seconds.
+        ``progress(done, total, label)`` (:mod:`zcore.core.progress`), at most every
+        :data:`PROGRESS_DT` seconds.
 
     Returns
     -------
@@ -309,7 +310,7 @@ def write_columns(
         ``values`` of shape (n,); ``ftype`` a FiftyOne field class, declared when the field does
         not exist yet (the caller has checked an existing field's type).
     progress : callable, optional
-        ``progress(fraction, label)``.
+        ``progress(done, total, label)`` (:mod:`zcore.core.progress`).
     tmp_prefix : str, optional
         Name prefix of the temporary collection (default ``zcore_tmp_<dataset id>``; the lock's
         :attr:`zcore.lock.Lock.tmp_prefix`, so a later run can tell a stale one).
@@ -622,7 +623,7 @@ class RateLimit:
 
 
 class _Throttle:
-    """``report(done)``: calls ``progress(done / total, label)`` at most every PROGRESS_DT s."""
+    """``report(done)``: calls ``progress(done, total, label)`` at most every PROGRESS_DT s."""
 
     def __init__(self, progress, total, label):
         self.progress = progress if callable(progress) else None
@@ -632,5 +633,4 @@ class _Throttle:
 
     def __call__(self, done, force=False):
         if self.progress is not None and self.rate.due(force):
-            frac = min(float(done) / self.total, 1.0)
-            self.progress(frac, f"{self.label}: {int(frac * self.total):,}/{self.total:,}")
+            self.progress(min(int(done), self.total), self.total, self.label)

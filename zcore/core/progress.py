@@ -73,13 +73,8 @@ def make_progress(progress, total, label=None):
     each call reports ``progress(done, total, label)``. ``progress`` is a callback of the contract
     (or anything :func:`as_progress` accepts); with none, yields ``None`` (nothing to call).
 
-    ``label=None`` is the former two-argument form ``progress(done, total)``, kept only for
-    :mod:`zcore.models` until the glue moves to the contract; do not use it in new code.
     """
-    if label is None and callable(progress) and progress is not True:
-        callback = progress  # legacy: progress(done, total)
-    else:
-        callback = as_progress(progress)
+    callback = as_progress(progress)
     if callback is None:
         yield None
         return
@@ -87,10 +82,7 @@ def make_progress(progress, total, label=None):
 
     def advance(n):
         state["done"] += n
-        if label is None and callback is progress:
-            callback(state["done"], total)
-        else:
-            callback(state["done"], total, label or "")
+        callback(state["done"], total, label or "")
 
     try:
         yield advance

@@ -271,33 +271,3 @@ def minmax_normalize(raw):
     if not hi > lo:
         return np.full(raw.shape, 0.5)
     return (raw - lo) / (hi - lo)
-
-
-def _score_components(embeddings, *, progress=None, stage=None, seed=None, **options):
-    """Deprecated: the glue's former entry point, kept until it calls :func:`score_components`.
-
-    ``progress(done, total)`` for the points and ``stage(label, fraction)`` for the set-up, as
-    before; every other keyword is an option of :func:`zcore_scores`.
-    """
-    options.pop("rand_init", None)
-    config, execution = resolve(**options)
-    bar = TqdmProgress() if progress is True else None
-
-    def report(done, total, label):
-        if label != "scoring":
-            if stage is not None:
-                stage(label, done / total if total else 0.0)
-        elif bar is not None:
-            bar(done, total, label)
-        elif callable(progress):
-            progress(done, total)
-
-    try:
-        return tuple(
-            score_components(
-                embeddings, config=config, execution=execution, seed=seed, progress=report
-            )
-        )
-    finally:
-        if bar is not None:
-            bar.close()
