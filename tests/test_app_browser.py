@@ -61,6 +61,7 @@ def test_operators_in_the_app(app, tmp_path):
     # What the App showed.
     assert result["page_errors"] == []
     assert result["form_embeddings"] == "embeddings"
+    assert result["advanced_hidden"] is True  # a short form: the law's options are advanced
     assert result["num_scored"] == str(N)
     assert result["seed"] == "0"
     assert result["top_scores"][0] == pytest.approx(1.0)

@@ -88,3 +88,51 @@ def test_an_empty_vector_field_is_not_offered_as_embeddings(scored):
     scored.add_sample_field("logits", fo.VectorField)  # declared, no values
     props = _form(scored, size_mode="size", size=5, method="cluster_balanced")
     assert props["embeddings"].type.values == ["embeddings"]
+
+
+COMPUTE = f"{PLUGIN_NAME}/compute_zcore"
+
+
+def test_compute_form_is_short_and_its_law_inputs_come_from_the_option_table(make_dataset):
+    from zcore.core.config import LAW_OPTIONS
+
+    ds, _ = make_dataset(40, 6)
+    props = _form(ds, COMPUTE)
+    assert "advanced" in props and not any(s.name in props for s in LAW_OPTIONS)
+    props = _form(ds, COMPUTE, advanced=True)
+    for spec in LAW_OPTIONS:
+        assert props[spec.name].view.label == spec.label
+        if spec.default is not None:
+            assert props[spec.name].default == spec.default
+
+
+def test_compute_form_defaults_to_a_free_score_field(make_dataset):
+    ds, _ = make_dataset(40, 6)
+    assert _form(ds, COMPUTE)["score_field"].default == "zcore_score"
+    zcore.compute_zcore(ds, embeddings="embeddings", **FAST)
+    props = _form(ds, COMPUTE)
+    assert props["score_field"].default == "zcore_score_2" and not _invalid(props)
+    props = _form(ds, COMPUTE, score_field="zcore_score")  # typed: overwrite must be ticked
+    assert "tick overwrite" in _invalid(props)["score_field"]
+
+
+def test_absurd_sampling_points_are_refused_before_execute(make_dataset):
+    ds, _ = make_dataset(40, 6)
+    with pytest.raises(ExecutionError, match="n_samples"):
+        foo.get_operator(COMPUTE)(ds, embeddings="embeddings", n_samples=10**12)
+    assert not ds.has_field("zcore_score") and ds.list_runs() == []
+
+
+def test_schedule_is_the_default_choice_for_a_large_target(make_dataset, monkeypatch):
+    import sys
+
+    ds, _ = make_dataset(40, 6)
+    op = foo.get_operator(COMPUTE)
+    ctx = ExecutionContext(request_params={"dataset_name": ds.name, "params": {}})
+    assert op.resolve_execution_options(ctx).default_choice_to_delegated is False
+    monkeypatch.setattr(sys.modules[type(op).__module__], "SCHEDULE_ABOVE", 40)
+    options = op.resolve_execution_options(ctx)
+    assert options.default_choice_to_delegated is True
+    assert options.allow_immediate_execution and options.allow_delegated_execution
+    props = op.resolve_input(ctx).type.properties  # this instance's module holds the patch
+    assert "Schedule" in props["schedule_hint"].view.label

@@ -65,6 +65,13 @@ async function shot(name) {
 }
 
 const modal = page.locator("[data-cy=operators-prompt-modal]");
+const openAdvanced = async () => {
+  const box = modal.locator(
+    "xpath=.//*[normalize-space()='Advanced options']/preceding::input[@type='checkbox'][1]",
+  );
+  await box.check();
+  await modal.getByText("Sampling points", { exact: true }).waitFor();
+};
 // Operator form inputs: the label is a <p>, the input follows it in the same grid item.
 const formInput = (label) =>
   modal.locator(`xpath=.//p[normalize-space()='${label}']/following::input[1]`);
@@ -126,6 +133,9 @@ try {
   const embeddings = await modal.locator('input[placeholder="Type or select a value"]').inputValue();
   if (embeddings !== "embeddings") throw new Error(`embeddings field preselected: ${embeddings}`);
   result.form_embeddings = embeddings;
+  // the essentials are on top; the law's options sit under "Advanced options"
+  result.advanced_hidden = (await formInput("Sampling points").count()) === 0;
+  await openAdvanced();
   for (const [label, value] of Object.entries(FORM)) {
     await formInput(label).fill(value);
     await settle();
@@ -197,6 +207,7 @@ try {
   // 7. The Dask cluster field: a dropdown of 'local' and the server's ZCORE_DASK_SCHEDULERS only.
   await openOperator(COMPUTE_LABEL);
   await modal.getByText("Compute ZCore scores", { exact: true }).waitFor();
+  await openAdvanced();
   const dask = modal.locator(
     "xpath=.//p[normalize-space()='Dask cluster (optional, delegated runs)']" +
       "/following::*[@role='combobox'][1]",

@@ -180,7 +180,7 @@ LAW_OPTIONS = (
         "sample_dim",
         2,
         "int",
-        "Dimensions per point.",
+        "How many embedding dimensions each random point is drawn in (the paper uses 2).",
         "Dimensions per point",
         minimum=1,
         doc_type="int",
