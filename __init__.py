@@ -92,6 +92,16 @@ class ComputeZcore(foo.Operator):
                     "in the Coreset panel) instead of keeping the App busy"
                 ),
             )
+        from zcore.core.kernels import compiled_cache_ready
+
+        if not compiled_cache_ready():
+            inputs.view(
+                "compile_hint",
+                types.Notice(
+                    label="The first run on this server compiles the scoring engine (about half "
+                    "a minute, once); later runs start at once"
+                ),
+            )
         inputs.bool(
             "advanced",
             label="Advanced options",
@@ -190,7 +200,7 @@ class ComputeZcore(foo.Operator):
             "num_missing": results.num_missing,
             "seed": results.seed,
         }
-        out.update({k: round(v, 3) for k, v in results.timings.items()})
+        out.update({k: f"{v:.2f} s" for k, v in results.timings.items()})
         if p.get("save_coreset", False):
             coreset = zc.select_coreset(view, score_field=score_field, **size_kw)
             out["coreset_size"] = zc.save_coreset(
@@ -209,9 +219,9 @@ class ComputeZcore(foo.Operator):
         outputs.int("num_missing", label="Samples without embeddings (no score)")
         outputs.int("seed", label="Seed")
         if "embed_s" in results:
-            outputs.float("embed_s", label="Embedding time (s)")
-        outputs.float("score_s", label="Scoring time (s)")
-        outputs.float("total_s", label="Total time (s)")
+            outputs.str("embed_s", label="Embedding time")
+        outputs.str("score_s", label="Scoring time")
+        outputs.str("total_s", label="Total time")
         if "coreset_size" in results:
             outputs.int("coreset_size", label="Coreset size")
             outputs.str("view_name", label="Saved view")
@@ -336,7 +346,9 @@ class SelectCoreset(foo.Operator):
         )
         count = zc.save_coreset(view, coreset, view_name=view_name, tag=tag, overwrite=overwrite)
         if p.get("show", True) and not ctx.delegated:
-            ctx.trigger("set_view", params={"view": coreset._serialize()})
+            # set_view(name=...) of a view saved in this same call is not found by the App
+            # (its saved-view list is stale until a reload): show the stages (docs/app.md)
+            ctx.ops.set_view(view=coreset)
         return {"count": count, "view_name": view_name or "", "tag": tag or ""}
 
     def resolve_output(self, ctx):

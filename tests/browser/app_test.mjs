@@ -204,6 +204,7 @@ try {
   }, "the grid to show the 4-sample coreset");
   log(`grid shows the coreset: ${result.coreset_count}`);
 
+
   // 7. The Dask cluster field: a dropdown of 'local' and the server's ZCORE_DASK_SCHEDULERS only.
   await openOperator(COMPUTE_LABEL);
   await modal.getByText("Compute ZCore scores", { exact: true }).waitFor();

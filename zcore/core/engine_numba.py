@@ -891,25 +891,9 @@ def prepare(X, knobs=None):
 def accumulate_numba(
     X, dims, coords, coverage, penalty, *, k, exp, shift, progress=None, knobs=None
 ):
-    """Apply the score law to a block of points; same contract and results as
-    :func:`zcore.core.law.accumulate_numpy`.
-
-    Parameters
-    ----------
-    X : ndarray of shape (N, D), float32, C-contiguous
-    dims : ndarray of shape (P, sample_dim), integer
-    coords : ndarray of shape (P, sample_dim), float64
-    coverage, penalty : ndarray of shape (N,), int64
-        Accumulators, updated in place (``penalty`` in units of ``2**-shift``).
-    k : int
-        Number of redundancy neighbours, ``1 <= k <= N - 2``.
-    exp : float
-        Redundancy exponent.
-    shift : int
-        Fixed-point bits, see :func:`zcore.core.law.fixed_point_shift`.
-    progress : callable, optional
-        Called with the number of points processed since the last call.
-    knobs : NumbaKnobs, optional
+    """Apply the score law to a block of points; same contract (parameters) and results as
+    :func:`zcore.core.law.accumulate_numpy`. ``knobs``: a :class:`NumbaKnobs` (time and memory
+    only).
 
     Notes
     -----

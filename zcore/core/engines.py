@@ -38,20 +38,8 @@ class PreparedEngine:
     def accumulate(self, dims, coords, coverage, penalty, *, k, exp, shift, progress=None):
         """Add the coverage and fixed-point penalties of the points ``dims``/``coords``.
 
-        Parameters
-        ----------
-        dims : ndarray of shape (P, sample_dim), integer
-        coords : ndarray of shape (P, sample_dim), float64
-        coverage, penalty : ndarray of shape (N,), int64
-            Accumulators, updated in place (``penalty`` in units of ``2**-shift``).
-        k : int
-            Number of redundancy neighbours, ``1 <= k <= N - 2``.
-        exp : float
-            Redundancy exponent.
-        shift : int
-            Fixed-point bits, see :func:`zcore.core.law.fixed_point_shift`.
-        progress : callable, optional
-            ``progress(n)``: ``n`` more points finished since the last call.
+        The parameters are those of :func:`zcore.core.law.accumulate_numpy` without ``X`` (bound
+        here); ``progress(n)`` is called with the number of points finished since the last call.
         """
         self._run(
             self.X, dims, coords, coverage, penalty, k=k, exp=exp, shift=shift, progress=progress

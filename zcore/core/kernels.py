@@ -31,10 +31,10 @@ GATHER_CHUNK = 16
 def _cache_dir():
     """Where compiled kernels are cached, one folder per module name (or ``None``: no cache).
 
-    numba's cache pickles a reference to the module that compiled a kernel. This package is
-    imported under two names — ``zcore...`` from Python and ``fiftyone.plugins...`` when FiftyOne
-    loads the plugin — and a cache written under one name fails to load under the other
-    (``ModuleNotFoundError`` in the App server). Keying the folder by ``__name__`` keeps them apart.
+    numba's cache pickles a reference to the module that compiled a kernel, so a cache written
+    under one module name fails to load under another. The plugin imports this package as
+    ``zcore`` only (see the plugin's ``__init__.py``); keying the folder by ``__name__`` stays as
+    a guard for a copy imported under another name.
     """
     tag = "".join(c if c.isalnum() or c in "._-" else "_" for c in __name__)
     here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "__pycache__")
@@ -50,6 +50,17 @@ def _cache_dir():
 
 
 _CACHE_DIR = _cache_dir() if numba is not None else None
+
+
+def compiled_cache_ready():
+    """Whether compiled kernels are in the cache already (else the first run compiles them:
+    about half a minute, once per installation)."""
+    if numba is None or _CACHE_DIR is None:
+        return numba is None
+    try:
+        return any(name.endswith(".nbi") for name in os.listdir(_CACHE_DIR))
+    except OSError:
+        return False
 
 
 def _njit(func, **options):
