@@ -941,9 +941,9 @@ auto = alias(
     target=AUTO["method"],
     target_options=AUTO["options"],
     label="Default (benchmarked)",
-    help="cluster_balanced with its defaults, chosen on validation splits of labelled pools. "
-    "Random selection is as good when pruning 70-80% and on imbalanced data, and was better on a "
-    "50,000-sample pool pruned to 5-10% (README: quality)",
+    help="Cluster-balanced with its defaults, chosen on held-out labelled data: better than "
+    "random in some settings, as good as random when keeping 20-30% or on imbalanced data, and "
+    "worse on a 50,000-sample pool cut to 5-10%",
 )
 
 # --- dispatch -----------------------------------------------------------------------------------
