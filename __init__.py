@@ -857,6 +857,7 @@ def _method_inputs(ctx, inputs, view):
             inputs.enum("target_view", names, label="Target (a saved view)", required=True)
         else:
             inputs.view("no_target", types.Warning(label="Save a view of the target samples first"))
+    _balance_inputs(ctx, inputs, view)
     inputs.float(
         "dedup_threshold",
         label="Remove near-duplicates first (distance)",
@@ -893,11 +894,59 @@ def _method_inputs(ctx, inputs, view):
     return method
 
 
+def _balance_inputs(ctx, inputs, view):
+    """Balance the coreset over a field's values (``select_coreset(balance_by=...)``)."""
+    fields = zc.balance_fields(view)
+    if not fields:
+        return
+    choices = types.DropdownView()
+    for f in fields:
+        choices.add_choice(f, label=f)
+    prop = inputs.enum(
+        "balance_by",
+        fields,
+        label="Balance by (optional)",
+        description="A label, string or int field: each of its values gets a share of the budget "
+        "and the method runs inside each value's samples",
+        required=False,
+        view=choices,
+    )
+    field = ctx.params.get("balance_by") or None
+    if field is None:
+        return
+    quota = types.RadioGroup(orientation="horizontal")
+    quota.add_choice("proportional", label="Proportional to each value's samples")
+    quota.add_choice("equal", label="Equal per value")
+    inputs.enum("balance", ["proportional", "equal"], default="proportional", view=quota)
+    n_values = len(view.distinct(zc.balance_path(view, field)))
+    n_scored = view.exists(ctx.params.get("score_field") or zc.DEFAULT_SCORE_FIELD).count()
+    try:
+        n_keep = (
+            zc.select_coreset(
+                view,
+                score_field=ctx.params.get("score_field") or zc.DEFAULT_SCORE_FIELD,
+                method="topk",
+                **_size_kwargs(ctx.params, {"size_mode": "fraction", "fraction": 0.1}),
+            ).count()
+            if n_scored
+            else 0
+        )
+    except ValueError:
+        return  # the size's own error is shown by the preview
+    if n_keep < n_values:
+        prop.invalid = True
+        prop.error_message = (
+            f"'{field}' has {n_values:,} values but {n_keep:,} samples are kept: keep at least "
+            "one per value, or balance by a field with fewer values"
+        )
+
+
 def _method_kwargs(ctx, params):
     """select_coreset keyword arguments of the method part of the form (defaults applied)."""
     method = params.get("method") or DEFAULT_METHOD
     dedup = params.get("dedup_threshold")
-    if method == "topk" and dedup is None:
+    balance_by = params.get("balance_by") or None
+    if method == "topk" and dedup is None and balance_by is None:
         return {"method": "topk"}
     kw = {"method": method, "overwrite": bool(params.get("overwrite", False))}
     if method == DEFAULT_METHOD:  # select_coreset's default: finds the recorded embeddings itself
@@ -909,6 +958,8 @@ def _method_kwargs(ctx, params):
     for name in ("embeddings", "seed", "run_key", "dedup_threshold"):
         if params.get(name) is not None and params.get(name) != "":
             kw[name] = params[name]
+    if balance_by is not None:
+        kw.update(balance_by=balance_by, balance=params.get("balance") or "proportional")
     if method == "target":
         name = params.get("target_view")
         if not name:

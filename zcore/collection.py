@@ -305,6 +305,8 @@ def select_coreset(
     run_key=None,
     overwrite=False,
     duplicates_view=None,
+    balance_by=None,
+    balance="proportional",
     **method_options,
 ):
     """A view of the coreset.
@@ -349,6 +351,15 @@ def select_coreset(
         group by group, representative first. The run results hold the groups (sample ids).
     seed : int, default=None
         Seed of the method's randomness (a fresh one, recorded, when ``None``).
+    balance_by : str, default=None
+        Balance the coreset over the values of a field: a ``Classification`` field (its
+        ``label``), or a string, int or bool field (e.g. ``"metadata.mime_type"``). Each value
+        gets a quota of the budget (``balance``), quota a value cannot use goes to the others,
+        and the method selects inside each value's samples (samples without a value are not
+        kept). The budget must allow one sample per value. Recorded with the run, with the kept
+        count per value.
+    balance : {"proportional", "equal"}, default="proportional"
+        Quotas proportional to each value's samples, or equal.
     **method_options
         Passed to the method, e.g. ``n_clusters``, ``quota``, ``keep``, ``beta``, ``drop``,
         ``levels``, ``inside``, ``min_similarity``.
@@ -381,7 +392,7 @@ def select_coreset(
         )
         if default_key and run_key is None:
             run_key, replace_run = default_key, True
-    if method != "topk" or dedup_threshold is not None:
+    if method != "topk" or dedup_threshold is not None or balance_by is not None:
         return _select_with_method(
             sample_collection,
             scores=scores,
@@ -398,6 +409,8 @@ def select_coreset(
             run_key=run_key,
             overwrite=overwrite,
             duplicates_view=duplicates_view,
+            balance_by=balance_by,
+            balance=balance,
             options=method_options,
             replace_run=replace_run,
         )
@@ -481,6 +494,8 @@ def _select_with_method(
     overwrite,
     duplicates_view,
     options,
+    balance_by=None,
+    balance="proportional",
     replace_run=False,
 ):
     """select_coreset for a method of :mod:`zcore.core.methods` (and/or near-duplicate removal):
@@ -499,10 +514,14 @@ def _select_with_method(
         and any(f.startswith("frames.") for f in field_names(embeddings))
     ):
         raise ValueError(f"method {method!r} selects samples; frame-level fields are not supported")
-    if threshold is not None and method != "topk":
+    if threshold is not None and (method != "topk" or balance_by is not None):
         raise ValueError(
-            f"threshold applies to method 'topk' only; pass size or fraction for {method!r}"
+            f"threshold applies to method 'topk' only, unbalanced; pass size or fraction for "
+            f"{method!r}" + (" with balance_by" if balance_by is not None else "")
         )
+    if balance not in M.BALANCE_QUOTAS:
+        raise ValueError(f"balance must be one of {list(M.BALANCE_QUOTAS)}; got {balance!r}")
+    group_path = None if balance_by is None else balance_path(samples, balance_by)
     seed = recordable_seed(seed)
     if dedup_threshold is not None:  # before any work: the view it may save
         check_view_name(
@@ -572,16 +591,40 @@ def _select_with_method(
             )
         kw["target_embeddings"] = T
 
-    idx, dups = M.select(
-        method,
-        n_keep,
-        scores=s,
-        embeddings=X,
-        seed=seed,
-        dedup_threshold=dedup_threshold,
-        return_duplicates=True,
-        **kw,
-    )
+    balance_info = {}
+    if group_path is None:
+        idx, dups = M.select(
+            method,
+            n_keep,
+            scores=s,
+            embeddings=X,
+            seed=seed,
+            dedup_threshold=dedup_threshold,
+            return_duplicates=True,
+            **kw,
+        )
+    else:
+        values = level.read(group_path)
+        codes, names = _group_codes([values[r] for r in rows])
+        dups, cand = None, np.arange(len(ids))
+        if dedup_threshold is not None:  # near-duplicates across groups, then the balance
+            dups = M.near_duplicates(X, dedup_threshold, scores=s)
+            cand = dups.keep
+        sub = M.select_balanced(
+            method,
+            n_keep,
+            codes[cand],
+            quota=balance,
+            scores=None if s is None else s[cand],
+            embeddings=None if X is None else X[cand],
+            seed=seed,
+            **kw,
+        )
+        idx = cand[sub]
+        kept = np.bincount(codes[idx], minlength=len(names))
+        balance_info = {
+            "kept_per_value": {str(v): int(c) for v, c in zip(names, kept)},
+        }
     kept_ids = [ids[i] for i in idx]
     view = samples.select(kept_ids, ordered=True)
 
@@ -607,6 +650,8 @@ def _select_with_method(
         fraction=fraction,
         dedup_threshold=dedup_threshold,
         duplicates_view=dup_view_name,
+        balance_by=balance_by,
+        balance=balance if balance_by is not None else None,
         **(target_info or {}),
     )
     _register(samples, runs.SelectionRun, run_key, config, overwrite or replace_run)
@@ -620,9 +665,57 @@ def _select_with_method(
         num_duplicates_removed=0 if dups is None else dups.n_removed,
         duplicate_groups=[] if dups is None else [[ids[i] for i in g] for g in dups.groups],
         timings={"total_s": time.perf_counter() - t0},
+        **balance_info,
     )
     samples.save_run_results(run_key, results, overwrite=True)
     return view
+
+
+def balance_fields(samples):
+    """The fields ``select_coreset(balance_by=...)`` accepts: ``Classification`` fields and
+    string, int and bool fields (top level or embedded, e.g. ``metadata.mime_type``)."""
+    out = []
+    for name, field in samples.get_field_schema(flat=True).items():
+        try:
+            _balance_path_of(name, field)
+        except ValueError:
+            continue
+        out.append(name)
+    return sorted(out)
+
+
+def balance_path(samples, field):
+    """The path whose values group the samples for ``balance_by=field``; ``ValueError`` saying
+    what can be used otherwise."""
+    schema = samples.get_field_schema(flat=True)
+    if not isinstance(field, str) or field not in schema:
+        raise ValueError(
+            f"balance_by field {field!r} not found; fields to balance by: {balance_fields(samples)}"
+        )
+    return _balance_path_of(field, schema[field])
+
+
+def _balance_path_of(name, field):
+    if isinstance(field, fo.EmbeddedDocumentField) and issubclass(
+        field.document_type, fo.Classification
+    ):
+        return name + ".label"
+    plain = (fo.StringField, fo.IntField, fo.BooleanField)
+    if isinstance(field, plain) and not isinstance(field, fo.ObjectIdField) and name != "filepath":
+        return name
+    raise ValueError(
+        f"balance_by {name!r} is a {type(field).__name__}; balance by a Classification, string, "
+        "int or bool field"
+    )
+
+
+def _group_codes(values):
+    """``(codes, names)``: an int code per value (``-1`` for ``None``) and the distinct values,
+    sorted (as strings when they mix types)."""
+    present = sorted({v for v in values if v is not None}, key=lambda v: (str(type(v)), v))
+    index = {v: i for i, v in enumerate(present)}
+    codes = np.fromiter((index.get(v, -1) for v in values), dtype=np.int64, count=len(values))
+    return codes, present
 
 
 def check_coreset_request(

@@ -995,3 +995,100 @@ def select(
         if not get_spec(method).ordered:
             out = np.sort(out)
     return (out, dups) if return_duplicates else out
+
+
+#: How :func:`select_balanced` shares the budget between groups.
+BALANCE_QUOTAS = ("proportional", "equal")
+
+
+def select_balanced(
+    method,
+    n_keep,
+    groups,
+    *,
+    quota="proportional",
+    scores=None,
+    embeddings=None,
+    seed=None,
+    dedup_threshold=None,
+    **options,
+):
+    """A selection balanced over groups (e.g. the values of a label or metadata field).
+
+    Each group gets a quota of the budget — ``"proportional"`` to its eligible rows or
+    ``"equal"`` — and quota a group cannot use (it has fewer rows) goes to the others
+    (:func:`fill_quotas`); then ``method`` (with ``options``, and ``dedup_threshold``) selects
+    the group's quota among its rows (:func:`select`). A group whose quota is all its rows keeps
+    them all. Rows whose group is missing (``-1``), or whose score is ``NaN`` when scores are
+    given, are never kept.
+
+    Parameters
+    ----------
+    method : str
+        A registered selection method.
+    n_keep : int
+        The budget, over all groups.
+    groups : (N,) int array
+        Group code of every row, ``-1`` for none.
+    quota : {"proportional", "equal"}, default="proportional"
+    scores, embeddings, seed, dedup_threshold, **options
+        As for :func:`select`; every group draws from one generator seeded by ``seed``.
+
+    Returns
+    -------
+    (K,) int64 array
+        Sorted row indices (for an ordered method such as ``topk``: by decreasing score).
+
+    Raises
+    ------
+    ValueError
+        When the budget is smaller than the number of groups that have rows (each group needs
+        at least one kept sample to be balanced), or for bad ``quota``/``groups``.
+    """
+    spec = get_spec(method)
+    options = spec.check_options(options)
+    if quota not in BALANCE_QUOTAS:
+        raise ValueError(f"quota must be one of {list(BALANCE_QUOTAS)}; got {quota!r}")
+    g = np.asarray(groups)
+    if g.ndim != 1 or not np.issubdtype(g.dtype, np.integer):
+        raise ValueError(f"groups must be a 1-d int array (-1: no group); got {g.dtype} {g.shape}")
+    s = _as_scores(scores, n=len(g))
+    X = _as_embeddings(embeddings)
+    if X is not None and len(X) != len(g):
+        raise ValueError(f"embeddings has {len(X)} rows but groups has {len(g)}")
+    eligible = g >= 0
+    if s is not None:
+        eligible &= ~np.isnan(s)
+    rng = _rng(seed)
+    ids, members = _groups(np.where(eligible, g, -1))
+    members = [m for i, m in zip(ids, members) if i >= 0]
+    n_keep = _check_n_keep(n_keep, int(sum(len(m) for m in members)))
+    if n_keep < len(members):
+        raise ValueError(
+            f"balancing over {len(members)} groups needs a budget of at least one sample per "
+            f"group; the budget is {n_keep}: keep more, or balance by a field with fewer values"
+        )
+    sizes = np.array([len(m) for m in members])
+    quotas = fill_quotas(sizes, n_keep, rng, weights=None if quota == "equal" else sizes)
+    picked = []
+    for m, q in zip(members, quotas):
+        child = _child_seed(rng)
+        if q == 0:
+            continue
+        if q >= len(m):
+            picked.append(m)
+            continue
+        sub = select(
+            method,
+            int(q),
+            scores=None if s is None else s[m],
+            embeddings=None if X is None else X[m],
+            seed=child,
+            dedup_threshold=dedup_threshold,
+            **options,
+        )
+        picked.append(m[sub])
+    out = np.sort(np.concatenate(picked)).astype(np.int64) if picked else np.empty(0, np.int64)
+    if spec.ordered and s is not None:
+        out = out[np.lexsort((out, -s[out]))]
+    return out
