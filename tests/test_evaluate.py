@@ -1,0 +1,179 @@
+"""Coreset evaluation: the linear-probe protocol on arrays, the FiftyOne glue and the operator."""
+
+import numpy as np
+import pytest
+
+from zcore.core import evaluate as E
+
+# small runs: two prune rates, two seeds, few ZCore sampling points
+FAST = {"prune": (0.5, 0.9), "seeds": 2, "seed": 0}
+
+
+def clustered(seed=0, big=60, small=12, d=16):
+    """Four common and four rare well-separated classes: at 90-95 % pruning random often misses
+    a rare class, while cluster_balanced (one prototype per cluster) keeps every class."""
+    rng = np.random.default_rng(seed)
+    X, y = [], []
+    for c, n in enumerate([big] * 4 + [small] * 4):
+        X.append(rng.normal(size=d) * 6 + rng.normal(size=(n, d)))
+        y += [f"c{c}"] * n
+    return np.concatenate(X).astype(np.float32), np.array(y)
+
+
+@pytest.fixture(scope="module")
+def rare():
+    X, y = clustered()
+    res = E.evaluate_coreset(
+        X, y, methods=("cluster_balanced", "topk"), prune=(0.5, 0.95), seeds=3, seed=0
+    )
+    return X, y, res
+
+
+# --- core ----------------------------------------------------------------------------------------
+
+
+def test_table_structure(rare):
+    X, y, res = rare
+    methods = ["cluster_balanced", "topk", "random"]
+    assert len(res.rows) == 3 * 2 * 3
+    assert {(r["method"], r["prune"], r["seed"]) for r in res.rows} == {
+        (m, p, s) for m in methods for p in (0.5, 0.95) for s in (0, 1, 2)
+    }
+    assert all(0.0 <= r["accuracy"] <= 1.0 for r in res.rows)
+    assert [(r["method"], r["prune"]) for r in res.summary] == [
+        (m, p) for p in (0.5, 0.95) for m in methods
+    ]
+    n_pool = res.info["n_pool"]
+    assert res.info["n_labelled"] == len(y) == n_pool + res.info["n_test"]
+    for r in res.summary:
+        assert r["n_keep"] == E.n_keep_of(n_pool, r["prune"])
+        assert set(r) >= {"mean", "std", "random_mean", "random_std", "difference", "mark"}
+    assert res.rule == E.RULE and "max(std, random_std)" in res.rule
+    assert res.info["scores"].startswith("zcore_scores")
+    assert res.cell("random", 0.95)["mark"] == E.BASELINE
+    assert "| cluster_balanced | 95% |" in res.to_markdown()
+
+
+def test_cluster_balanced_beats_random_on_rare_classes(rare):
+    _, _, res = rare
+    assert res.cell("cluster_balanced", 0.95)["mark"] == E.BEATS
+
+
+def test_marks_follow_the_rule_by_hand(rare):
+    _, _, res = rare
+    for cell in res.summary:
+        acc = [
+            r["accuracy"]
+            for r in res.rows
+            if r["method"] == cell["method"] and r["prune"] == cell["prune"]
+        ]
+        rnd = [
+            r["accuracy"]
+            for r in res.rows
+            if r["method"] == "random" and r["prune"] == cell["prune"]
+        ]
+        mean, std = sum(acc) / len(acc), np.std(acc, ddof=1)
+        rmean, rstd = sum(rnd) / len(rnd), np.std(rnd, ddof=1)
+        assert cell["mean"] == pytest.approx(mean) and cell["std"] == pytest.approx(std)
+        assert cell["difference"] == pytest.approx(mean - rmean)
+        if cell["method"] == "random":
+            continue
+        band = max(std, rstd)
+        expected = (
+            "beats random" if mean - rmean > band else "loses" if rmean - mean > band else "level"
+        )
+        assert cell["mark"] == expected
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        ((0.8, 0.1, 0.7, 0.1), "beats random"),
+        ((0.5, 0.1, 0.7, 0.05), "loses"),
+        ((0.75, 0.1, 0.7, 0.05), "level"),
+    ],
+)
+def test_mark(args, expected):
+    assert E.mark(*args) == expected
+
+
+def test_same_seed_same_table():
+    X, y = clustered(seed=3, big=30, small=8)
+    a = E.evaluate_coreset(X, y, methods=("auto", "topk"), **FAST)
+    b = E.evaluate_coreset(X, y, methods=("auto", "topk"), **FAST)
+    assert a.to_dict() == b.to_dict()
+    c = E.evaluate_coreset(X, y, methods=("auto", "topk"), **{**FAST, "seed": 1})
+    assert c.info["seeds"] == [1, 2] and a.info["seeds"] == [0, 1]
+
+
+def test_given_scores_are_used_and_said():
+    X, y = clustered(seed=1, big=30, small=8)
+    s = np.arange(len(X), dtype=float)
+    res = E.evaluate_coreset(X, y, methods=("topk",), scores=s, **FAST)
+    assert res.info["scores"].startswith("given")
+
+
+def test_progress_contract():
+    X, y = clustered(seed=2, big=30, small=8)
+    calls = []
+    E.evaluate_coreset(
+        X, y, methods=("topk",), progress=lambda d, t, lab: calls.append((d, t, lab)), **FAST
+    )
+    total = 2 * (1 + 2 * 2)  # per seed: one scoring, 2 prune rates x (topk + random)
+    assert calls[0] == (0, total, "evaluating coresets") and calls[-1] == (
+        total,
+        total,
+        calls[0][2],
+    )
+    assert [c[0] for c in calls] == list(range(total + 1))
+
+
+def test_plot_has_a_line_per_method_random_dashed(rare):
+    _, _, res = rare
+    fig = res.plot()
+    names = [t.name for t in fig.data]
+    assert names == ["cluster_balanced", "topk", "random"]
+    assert fig.data[-1].line.dash == "dash"
+    assert list(fig.data[0].x) == [0.05, 0.5]  # kept fraction, increasing
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"methods": ("nope",)}, "unknown selection method 'nope'"),
+        ({"methods": ("target",)}, "needs a target set"),
+        ({"methods": ("random",)}, "at least one selection method"),
+        ({"prune": (0.0,)}, r"in \(0, 1\)"),
+        ({"prune": (1.0,)}, r"in \(0, 1\)"),
+        ({"prune": (0.999,)}, "at least 2"),
+        ({"seeds": 0}, "seeds must be >= 1"),
+        ({"test_size": 1.5}, "test_size"),
+    ],
+)
+def test_bad_requests(kwargs, match):
+    X, y = clustered(big=20, small=10)
+    with pytest.raises(ValueError, match=match):
+        E.evaluate_coreset(X, y, **{**FAST, **kwargs})
+
+
+def test_too_few_labels_or_classes():
+    X, y = clustered(big=20, small=10)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        E.evaluate_coreset(X, np.array(["a"] * len(X)), **FAST)
+    y2 = y.astype(object)
+    y2[:3] = "rare"  # 3 samples: 1 in the test split
+    with pytest.raises(ValueError, match=r"too few: rare \(3\)"):
+        E.evaluate_coreset(X, y2, **FAST)
+    with pytest.raises(ValueError, match="one entry per row"):
+        E.evaluate_coreset(X, y[:-1], **FAST)
+    with pytest.raises(ValueError, match="None"):
+        E.evaluate_coreset(X, [None] + list(y[1:]), **FAST)
+
+
+def test_split_is_stratified_and_seeded():
+    y = np.repeat(np.arange(3), [10, 20, 30])
+    test, pool = E.split(y, test_size=0.3, seed=0)
+    assert np.bincount(y[test]).tolist() == [3, 6, 9]
+    assert len(np.intersect1d(test, pool)) == 0 and len(test) + len(pool) == len(y)
+    np.testing.assert_array_equal(test, E.split(y, test_size=0.3, seed=0)[0])
+    assert E.min_per_class(0.3) == 5  # round(0.3 * 5) = 2 test, 3 pool
