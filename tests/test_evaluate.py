@@ -177,3 +177,145 @@ def test_split_is_stratified_and_seeded():
     assert len(np.intersect1d(test, pool)) == 0 and len(test) + len(pool) == len(y)
     np.testing.assert_array_equal(test, E.split(y, test_size=0.3, seed=0)[0])
     assert E.min_per_class(0.3) == 5  # round(0.3 * 5) = 2 test, 3 pool
+
+
+# --- FiftyOne glue -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def datasets():
+    made = []
+    yield made
+    for ds in made:
+        if not ds.deleted:
+            ds.delete()
+
+
+def _labelled_dataset(made, *, missing_labels=(), missing_emb=(), seed=0):
+    """A dataset of the clustered data: ``ground_truth`` Classifications, ``emb`` vectors, a
+    string copy ``species`` and an int copy ``klass`` of the labels, a float ``conf``."""
+    import fiftyone as fo
+
+    X, y = clustered(seed=seed, big=30, small=10)
+    samples = []
+    for i in range(len(X)):
+        s = fo.Sample(filepath=f"/tmp/zcore-eval/{i:05d}.jpg", conf=0.5)
+        if i not in missing_emb:
+            s["emb"] = X[i]
+        if i not in missing_labels:
+            s["ground_truth"] = fo.Classification(label=str(y[i]))
+            s["species"] = str(y[i])
+            s["klass"] = int(y[i][1:])
+        samples.append(s)
+    ds = fo.Dataset()
+    made.append(ds)
+    ds.add_samples(samples)
+    return ds, X, y
+
+
+def _snapshot(ds):
+    ds.reload()
+    return sorted(ds.get_field_schema()), ds.list_runs(), ds.list_saved_views()
+
+
+def test_glue_classification_labels_skips_missing_and_records_typed_run(datasets):
+    import zcore
+    from zcore import runs
+    from zcore.evaluation import list_evaluations, load_evaluation
+
+    ds, X, y = _labelled_dataset(datasets, missing_labels=(0, 1, 2), missing_emb=(5, 6))
+    before = sorted(ds.get_field_schema())
+    res = zcore.evaluate_coreset(
+        ds, label_field="ground_truth", embeddings="emb", methods=("topk",), **FAST
+    )
+    assert res.info["n_labelled"] == len(X) - 5 and res.info["n_skipped"] == 5
+    assert res.info["label_path"] == "ground_truth.label" and res.info["embeddings"] == ["emb"]
+    # the same table as the core on the same rows
+    keep = [i for i in range(len(X)) if i not in (0, 1, 2, 5, 6)]
+    core = E.evaluate_coreset(X[keep], y[keep], methods=("topk",), **FAST)
+    assert res.summary == core.summary
+    # recorded as the typed run, results reload as the same evaluation; no field written
+    assert sorted(ds.get_field_schema()) == before
+    assert list_evaluations(ds) == ["zcore_evaluation"]
+    info = ds.get_run_info("zcore_evaluation")
+    assert isinstance(info.config, runs.EvaluationRunConfig)
+    assert info.config.methods == ["topk"] and info.config.seed == 0
+    assert runs.EvaluationRun.keys(ds) == ["zcore_evaluation"] and runs.ScoreRun.keys(ds) == []
+    again = load_evaluation(ds)
+    assert again.summary == res.summary and again.rule == E.RULE
+    with pytest.raises(ValueError, match="already exists"):
+        zcore.evaluate_coreset(ds, label_field="ground_truth", embeddings="emb", **FAST)
+    zcore.evaluate_coreset(
+        ds, label_field="ground_truth", embeddings="emb", methods=("auto",), overwrite=True, **FAST
+    )
+    assert load_evaluation(ds).info["methods"] == ["auto"]
+    ds.delete_run("zcore_evaluation")
+    assert list_evaluations(ds) == []
+
+
+def test_glue_string_and_int_fields_and_recorded_embeddings(datasets):
+    import zcore
+
+    ds, X, y = _labelled_dataset(datasets)
+    a = zcore.evaluate_coreset(
+        ds, label_field="species", embeddings="emb", methods=("topk",), run_key="a", **FAST
+    )
+    b = zcore.evaluate_coreset(
+        ds, label_field="klass", embeddings="emb", methods=("topk",), run_key="b", **FAST
+    )
+    assert [r["accuracy"] for r in a.rows] == [r["accuracy"] for r in b.rows]
+    # embeddings default: the field the score run recorded; stored scores restricted to the pool
+    zcore.compute_zcore(ds, embeddings="emb", seed=0, n_samples=500)
+    c = zcore.evaluate_coreset(ds, label_field="species", methods=("topk",), run_key="c", **FAST)
+    assert c.info["embeddings"] == ["emb"] and "zcore_scores" in c.info["scores"]
+    d = zcore.evaluate_coreset(
+        ds, label_field="species", score_field="zcore_score", methods=("topk",), run_key="d", **FAST
+    )
+    assert d.info["scores"].startswith("given") and d.info["score_field"] == "zcore_score"
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (
+            {"label_field": "nope"},
+            r"label_field 'nope' not found.*label fields: \['ground_truth', 'klass', 'species'\]",
+        ),
+        (
+            {"label_field": "conf"},
+            "is a FloatField; pass a Classification field or a string or int",
+        ),
+        ({"label_field": "filepath"}, "pass a Classification field"),
+        (
+            {"label_field": "ground_truth", "embeddings": "nope"},
+            "embeddings field 'nope' not found",
+        ),
+        ({"label_field": "ground_truth", "embeddings": None}, "pass embeddings=<vector field>"),
+        ({"label_field": "ground_truth", "methods": ("nope",)}, "unknown selection method"),
+        ({"label_field": "ground_truth", "prune": (1.2,)}, r"in \(0, 1\)"),
+        ({"label_field": "ground_truth", "run_key": "not a key"}, "identifier"),
+        ({"label_field": "ground_truth", "score_field": "nope"}, "score field 'nope' not found"),
+    ],
+)
+def test_glue_bad_input_writes_nothing(datasets, kwargs, match):
+    import zcore
+
+    ds, _, _ = _labelled_dataset(datasets)
+    before = _snapshot(ds)
+    with pytest.raises(ValueError, match=match):
+        zcore.evaluate_coreset(ds, **{"embeddings": "emb", **FAST, **kwargs})
+    assert _snapshot(ds) == before
+
+
+def test_glue_too_few_labels_writes_nothing(datasets):
+    import zcore
+
+    ds, X, y = _labelled_dataset(datasets)
+    # only one class labelled
+    view = ds.limit(30)  # the first class only
+    before = _snapshot(ds)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        zcore.evaluate_coreset(view, label_field="ground_truth", embeddings="emb", **FAST)
+    with pytest.raises(ValueError, match="no sample of the"):
+        zcore.evaluate_coreset(ds.limit(0), label_field="ground_truth", embeddings="emb", **FAST)
+    assert _snapshot(ds) == before
