@@ -319,3 +319,98 @@ def test_glue_too_few_labels_writes_nothing(datasets):
     with pytest.raises(ValueError, match="no sample of the"):
         zcore.evaluate_coreset(ds.limit(0), label_field="ground_truth", embeddings="emb", **FAST)
     assert _snapshot(ds) == before
+
+
+# --- the operator --------------------------------------------------------------------------------
+
+EVALUATE = "@zcore/zcore/evaluate_coreset"
+OP_PARAMS = {
+    "label_field": "ground_truth",
+    "embeddings": "emb",
+    "methods": ["topk"],
+    "prune": "0.5, 0.9",
+    "seeds": 2,
+    "seed": 0,
+}
+
+
+def test_operator_executes_and_returns_the_table(datasets):
+    import fiftyone.operators as foo
+
+    from zcore import runs
+
+    ds, X, y = _labelled_dataset(datasets)
+    r = foo.execute_operator(EVALUATE, ctx={"dataset": ds, "params": OP_PARAMS})
+    assert r.error is None, r.error
+    out = r.result
+    assert [(row["method"], row["prune"]) for row in out["table"]] == [
+        ("topk", "50%"),
+        ("random", "50%"),
+        ("topk", "90%"),
+        ("random", "90%"),
+    ]
+    assert out["rule"] == E.RULE and out["run_key"] == "zcore_evaluation"
+    assert [t["name"] for t in out["plot"]] == ["topk", "random"]
+    core = E.evaluate_coreset(X, y, methods=("topk",), **FAST)
+    assert out["table"][2]["accuracy"].startswith(f"{100 * core.cell('topk', 0.9)['mean']:.2f}")
+    assert isinstance(ds.get_run_info("zcore_evaluation").config, runs.EvaluationRunConfig)
+    op = foo.get_operator(EVALUATE)
+    assert op.config.default_choice_to_delegated and op.config.allow_immediate_execution
+    # the SDK call, another key
+    r = op(ds, **{**OP_PARAMS, "run_key": "again", "prune": [0.5]})
+    assert r.error is None, r.error
+    assert len(r.result["table"]) == 2
+    # the App's output: a table with the summary's columns and a plotly plot of the traces
+    from fiftyone.operators.executor import ExecutionContext
+
+    ctx = ExecutionContext(request_params={"dataset_name": ds.name, "results": out})
+    props = op.resolve_output(ctx).type.properties
+    assert type(props["table"].view).__name__ == "TableView"
+    assert [c.key for c in props["table"].view.columns] == list(out["table"][0])
+    assert type(props["plot"].view).__name__ == "PlotlyView"
+
+
+def test_operator_form_marks_invalid_input(datasets):
+    import fiftyone.operators as foo
+    from fiftyone.operators.executor import ExecutionError
+
+    ds, _, _ = _labelled_dataset(datasets)
+    before = _snapshot(ds)
+    bad = [
+        ({"prune": "0.5, 1.5"}, r"in \(0, 1\)"),
+        ({"prune": "half"}, "comma-separated"),
+        ({"methods": ["nope"]}, "unknown selection method"),
+    ]
+    for params, match in bad:
+        with pytest.raises(ExecutionError, match=match):
+            foo.execute_operator(EVALUATE, ctx={"dataset": ds, "params": {**OP_PARAMS, **params}})
+    # too few labels: the first class only (cheap check in the form)
+    with pytest.raises(ExecutionError, match="at least 2 classes"):
+        foo.execute_operator(
+            EVALUATE,
+            ctx={"view": ds.limit(30), "params": {**OP_PARAMS, "view_target": "CURRENT_VIEW"}},
+        )
+    assert _snapshot(ds) == before
+
+
+def test_operator_delegated_runs_in_process(datasets):
+    import fiftyone.operators as foo
+    from fiftyone.operators.delegated import DelegatedOperationService
+
+    from zcore.evaluation import load_evaluation
+
+    ds, _, _ = _labelled_dataset(datasets)
+    r = foo.execute_operator(
+        EVALUATE, ctx={"dataset": ds, "params": OP_PARAMS}, request_delegation=True
+    )
+    assert r.error is None, r.error
+    assert "zcore_evaluation" not in ds.list_runs()  # only queued so far
+    svc = DelegatedOperationService()
+    ops = svc.list_operations(dataset_name=ds.name)
+    assert len(ops) == 1
+    svc.execute_operation(ops[0])
+    op = svc.get(ops[0].id)
+    assert op.run_state == "completed", op.result and op.result.error
+    assert len(op.result.result["table"]) == 4
+    ds.reload()
+    assert load_evaluation(ds).info["methods"] == ["topk"]

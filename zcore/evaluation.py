@@ -269,3 +269,184 @@ def _is_plain_label(field):
     return isinstance(field, (fo.StringField, fo.IntField)) and not isinstance(
         field, fo.BooleanField
     )
+
+
+# --- the operator's form and output (``evaluate_coreset`` in the plugin's __init__.py) ----------
+
+#: Columns of the operator's table: (key of :func:`table_rows`, label).
+TABLE_COLUMNS = (
+    ("method", "Method"),
+    ("prune", "Prune"),
+    ("kept", "Kept"),
+    ("accuracy", "Accuracy % (mean ± std)"),
+    ("random", "Random %"),
+    ("difference", "Difference"),
+    ("mark", "Mark"),
+)
+
+
+def table_rows(result):
+    """The summary of ``result`` as rows of display strings (keys of :data:`TABLE_COLUMNS`)."""
+    return [
+        {
+            "method": r["method"],
+            "prune": f"{100 * r['prune']:.0f}%",
+            "kept": r["n_keep"],
+            "accuracy": f"{100 * r['mean']:.2f} ± {100 * r['std']:.2f}",
+            "random": f"{100 * r['random_mean']:.2f} ± {100 * r['random_std']:.2f}",
+            "difference": f"{100 * r['difference']:+.2f}",
+            "mark": r["mark"],
+        }
+        for r in result.summary
+    ]
+
+
+def parse_methods(value):
+    """Method names from the form (a list) or a comma-separated string; default when empty."""
+    if value is None or value == "" or value == []:
+        return list(E.DEFAULT_METHODS)
+    if isinstance(value, str):
+        return [m.strip() for m in value.split(",") if m.strip()]
+    return list(value)
+
+
+def parse_prune(value):
+    """Prune rates from the form (comma-separated text such as ``"0.5, 0.7, 0.9"``), a number
+    or a list; default when empty. Range checks are :func:`zcore.core.evaluate.check_request`'s."""
+    if value is None or value == "" or value == []:
+        return list(E.DEFAULT_PRUNE)
+    if isinstance(value, (int, float)):
+        return [value]
+    if isinstance(value, str):
+        try:
+            return [float(v) for v in value.replace(";", ",").split(",") if v.strip()]
+        except ValueError:
+            raise ValueError(
+                "prune rates are comma-separated fractions removed, e.g. 0.5, 0.7, 0.9; got "
+                f"{value!r}"
+            ) from None
+    return list(value)
+
+
+def vector_fields(samples):
+    """Sample-level vector fields of ``samples`` that hold values."""
+    from .levels import is_vector_field
+
+    schema = samples.get_field_schema(flat=True)
+    names = [n for n, f in schema.items() if is_vector_field(f)]
+    return sorted(n for n in names if samples.count(n) > 0)
+
+
+def form_inputs(inputs, view, params):
+    """The operator's form on ``inputs`` (a ``types.Object``): label field, embeddings, methods,
+    prune rates, seeds, seed, run key. The cheap checks (options, the run key, the label counts
+    of the samples with an embedding) mark the form invalid with their reason, so Execute and
+    Schedule stay disabled and a programmatic call fails before anything runs."""
+    import fiftyone.operators.types as types
+
+    from .core.registry import app_methods
+
+    labels = label_fields(view)
+    if not labels:
+        _form_error(
+            inputs,
+            "no_labels",
+            "No label field: evaluating needs a Classification field or a string/int field "
+            "with the class of (some of) the samples",
+        )
+        return
+    label_view = types.DropdownView()
+    for f in labels:
+        label_view.add_choice(f, label=f)
+    default_label = "ground_truth" if "ground_truth" in labels else labels[0]
+    inputs.enum(
+        "label_field",
+        labels,
+        default=default_label,
+        label="Label field",
+        description="Classification, string or int; samples without a label are skipped",
+        view=label_view,
+    )
+    fields = vector_fields(view)
+    if not fields:
+        _form_error(inputs, "no_vectors", "No vector field: compute embeddings first")
+        return
+    recorded = default_embeddings(view)
+    default_emb = recorded if recorded in fields else fields[0]
+    inputs.enum(
+        "embeddings",
+        fields,
+        default=default_emb,
+        label="Embeddings field",
+        description="Default: the field the latest ZCore scores were computed from",
+    )
+    choices = types.AutocompleteView(allow_user_input=False, allow_duplicates=False)
+    for spec in app_methods():
+        if spec.name not in E._NOT_EVALUABLE:
+            choices.add_choice(spec.name, label=spec.label, description=spec.help)
+    inputs.list(
+        "methods",
+        types.String(),
+        default=list(E.DEFAULT_METHODS),
+        label="Methods (each compared with random)",
+        description="At their defaults; ZCore scores are computed on the pool for each seed",
+        view=choices,
+    )
+    inputs.str(
+        "prune",
+        default=", ".join(str(r) for r in E.DEFAULT_PRUNE),
+        label="Prune rates",
+        description="Fractions removed, comma-separated (0.9 keeps 10%)",
+    )
+    inputs.int(
+        "seeds",
+        default=E.DEFAULT_SEEDS,
+        label="Seeds",
+        description="Runs per method and prune rate (2 or more give a std)",
+        min=1,
+        max=20,
+    )
+    inputs.int(
+        "seed",
+        label="Seed",
+        description="Of the test split; empty: a fresh one, recorded",
+        required=False,
+        min=0,
+    )
+    inputs.str("run_key", label="Run key", default=DEFAULT_RUN_KEY)
+    inputs.bool("overwrite", label="Replace an existing evaluation with this key", default=False)
+
+    try:
+        E.check_request(
+            methods=parse_methods(params.get("methods")),
+            prune=parse_prune(params.get("prune")),
+            seeds=params.get("seeds") or E.DEFAULT_SEEDS,
+            seed=params.get("seed") if params.get("seed") is not None else 0,
+            test_size=E.DEFAULT_TEST_SIZE,
+        )
+        run_key = params.get("run_key") or DEFAULT_RUN_KEY
+        _check_run_key(view, run_key, bool(params.get("overwrite", False)))
+        label_field = params.get("label_field") or default_label
+        counts = label_counts(view, label_field, params.get("embeddings") or default_emb)
+        E.check_label_counts(counts, test_size=E.DEFAULT_TEST_SIZE)
+    except ValueError as e:
+        _form_error(inputs, "invalid", str(e))
+        return
+    inputs.view(
+        "summary",
+        types.Notice(
+            label=f"{sum(counts.values()):,} samples with a label and an embedding, "
+            f"{len(counts)} classes; {round(100 * E.DEFAULT_TEST_SIZE)}% of each class is held "
+            "out for testing"
+        ),
+    )
+
+
+def _form_error(inputs, name, message):
+    # as the plugin's _form_error: shown in the form, and the form is invalid
+    import fiftyone.operators.types as types
+
+    prop = inputs.view(name, types.Error(label=message))
+    prop.invalid = True
+    prop.error_message = message
+    return prop
