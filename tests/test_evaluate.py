@@ -113,6 +113,12 @@ def test_given_scores_are_used_and_said():
     assert res.info["scores"].startswith("given")
 
 
+def test_methods_that_do_not_use_scores_get_none():
+    X, y = clustered(seed=1, big=30, small=8)
+    res = E.evaluate_coreset(X, y, methods=("hierarchical_kmeans", "typiclust"), **FAST)
+    assert res.info["scores"].startswith("none")
+
+
 def test_progress_contract():
     X, y = clustered(seed=2, big=30, small=8)
     calls = []
@@ -412,5 +418,7 @@ def test_operator_delegated_runs_in_process(datasets):
     op = svc.get(ops[0].id)
     assert op.run_state == "completed", op.result and op.result.error
     assert len(op.result.result["table"]) == 4
+    # progress reached the operation's status through ctx.set_progress
+    assert op.status.progress == 1.0 and op.status.label.startswith("evaluating coresets")
     ds.reload()
     assert load_evaluation(ds).info["methods"] == ["topk"]

@@ -366,7 +366,8 @@ def linear_probe(X_train, y_train, X_test, y_test):
 def _evaluate(X, y, classes, test, pool, keeps, s_all, req, score_options, progress):
     progress = as_progress(progress)
     methods, run_seeds = req["methods"], req["seeds"]
-    uses_scores = [m for m in methods if get_spec(m).scores != "unused"]
+    # methods that use scores at their defaults (cluster_balanced does; hierarchical_kmeans not)
+    uses_scores = [m for m in methods if get_spec(m).needs_scores()]
     compute_scores = s_all is None and bool(uses_scores)
     n_probes = len(run_seeds) * len(keeps) * (len(methods) + 1)
     total = n_probes + (len(run_seeds) if compute_scores else 0)
@@ -395,12 +396,11 @@ def _evaluate(X, y, classes, test, pool, keeps, s_all, req, score_options, progr
             rand = np.random.default_rng(s).choice(len(pool), size=k, replace=False)
             chosen = {RANDOM: rand}
             for m in methods:
-                spec = get_spec(m)
                 chosen[m] = M.select(
                     m,
                     k,
-                    scores=pool_scores if spec.scores != "unused" else None,
-                    embeddings=X_pool if spec.needs_embeddings else None,
+                    scores=pool_scores if m in uses_scores else None,
+                    embeddings=X_pool if get_spec(m).needs_embeddings else None,
                     seed=s,
                 )
             for m in methods + [RANDOM]:
