@@ -1,4 +1,4 @@
-"""zcore FiftyOne operators: ``compute_zcore`` and ``select_coreset``.
+"""zcore FiftyOne operators: ``compute_zcore``, ``select_coreset`` and ``evaluate_coreset``.
 
 The operators only read parameters (with defaults: forms' defaults are not applied to programmatic
 calls), build their forms, and call the FiftyOne layer in ``zcore/``.
@@ -368,6 +368,95 @@ class SelectCoreset(foo.Operator):
             raise ValueError("pass exactly one of size, fraction or threshold")
         params["size_mode"] = given[0]
         params.setdefault("show", False)
+        return foo.execute_operator(
+            self.uri, _sdk_ctx(sample_collection), params=params, request_delegation=delegate
+        )
+
+
+class EvaluateCoreset(foo.Operator):
+    """Does the coreset beat random on the labels of the target? (zcore.evaluate_coreset)"""
+
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="evaluate_coreset",
+            label="ZCore: evaluate coreset",
+            description=(
+                "On the labelled samples: linear-probe accuracy of each method's coreset against "
+                "random subsets of the same size, at several prune rates (mean ± std over seeds)"
+            ),
+            icon="/assets/coreset.svg",
+            dynamic=True,
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
+            default_choice_to_delegated=True,
+        )
+
+    def resolve_input(self, ctx):
+        from zcore import evaluation as ze
+
+        inputs = types.Object()
+        inputs.view_target(ctx, action_description="Evaluate on")
+        ze.form_inputs(inputs, ctx.target_view(), ctx.params)
+        return types.Property(inputs, view=types.View(label="Evaluate coreset selection"))
+
+    def execute(self, ctx):
+        from zcore import evaluation as ze
+
+        p = ctx.params
+
+        def progress(done, total, label):
+            counts = f" {done:,.0f}/{total:,.0f}" if total > 1 else ""
+            ctx.set_progress(progress=done / total if total else 0.0, label=label + counts)
+
+        result = ze.evaluate_coreset(
+            ctx.target_view(),
+            label_field=p.get("label_field"),
+            embeddings=p.get("embeddings") or None,
+            score_field=p.get("score_field") or None,
+            methods=ze.parse_methods(p.get("methods")),
+            prune=ze.parse_prune(p.get("prune")),
+            seeds=p.get("seeds") or ze.E.DEFAULT_SEEDS,
+            seed=p.get("seed", None),
+            run_key=p.get("run_key") or ze.DEFAULT_RUN_KEY,
+            overwrite=bool(p.get("overwrite", False)),
+            progress=progress,
+        )
+        return {
+            "table": ze.table_rows(result),
+            "plot": result.plot_traces(),
+            "layout": result.plot_layout(),
+            "rule": result.rule,
+            "run_key": result.info["run_key"],
+            "n_labelled": result.info["n_labelled"],
+            "n_test": result.info["n_test"],
+            "markdown": result.to_markdown(),
+        }
+
+    def resolve_output(self, ctx):
+        from zcore.evaluation import TABLE_COLUMNS
+
+        outputs = types.Object()
+        results = ctx.results or {}
+        table = types.TableView()
+        for key, label in TABLE_COLUMNS:
+            table.add_column(key, label=label)
+        outputs.list("table", types.Object(), label="Linear-probe test accuracy", view=table)
+        outputs.plot("plot", layout=results.get("layout"), config={"displayModeBar": False})
+        outputs.str("rule", label="Mark")
+        outputs.int("n_labelled", label="Labelled samples evaluated")
+        outputs.int("n_test", label="Held out for testing")
+        outputs.str("run_key", label="Recorded as run")
+        return types.Property(outputs, view=types.View(label="Coreset evaluation"))
+
+    def __call__(self, sample_collection, *, delegate=False, **params):
+        """Run the operator from Python, e.g. ``foo.get_operator(
+        "@zcore/zcore/evaluate_coreset")(dataset, label_field="ground_truth", embeddings="emb")``
+        (``methods`` and ``prune`` as lists)."""
+        params = dict(params)
+        prune = params.get("prune")
+        if prune is not None and not isinstance(prune, str):  # the form's input is text
+            params["prune"] = ", ".join(map(str, [prune] if isinstance(prune, float) else prune))
         return foo.execute_operator(
             self.uri, _sdk_ctx(sample_collection), params=params, request_delegation=delegate
         )
@@ -992,4 +1081,5 @@ def _size_kwargs(params, form_defaults=None):
 def register(p):
     p.register(ComputeZcore)
     p.register(SelectCoreset)
+    p.register(EvaluateCoreset)
     p.register(CoresetPanel)

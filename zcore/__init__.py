@@ -8,12 +8,20 @@ compute_zcore(samples, ...)
     Scores a FiftyOne collection, writes a score field and records the run.
 select_coreset(samples, ...)
     A view of the top-scoring samples.
+evaluate_coreset(samples, *, label_field, ...)
+    Does the coreset beat random on your labels? Linear-probe accuracy vs random subsets.
 """
 
 from .core.budget import select_top_indices
 from .core.scoring import zcore_scores
 
-__all__ = ["zcore_scores", "select_top_indices", "compute_zcore", "select_coreset"]
+__all__ = [
+    "zcore_scores",
+    "select_top_indices",
+    "compute_zcore",
+    "select_coreset",
+    "evaluate_coreset",
+]
 
 
 def __getattr__(name):
@@ -22,4 +30,8 @@ def __getattr__(name):
         from . import collection
 
         return getattr(collection, name)
+    if name == "evaluate_coreset":
+        from . import evaluation
+
+        return evaluation.evaluate_coreset
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,6 +9,8 @@ after them:
   later score run of the same dataset wrote them (the field then belongs to that run).
 - :class:`SelectionRun` (``select_coreset`` with a method): owns the saved view of the
   near-duplicates it removed (``duplicates_view``). Deleting the run deletes that view.
+- :class:`EvaluationRun` (``evaluate_coreset``): owns no field or view; its results hold the
+  evaluation table (``zcore.evaluation.load_evaluation``).
 
 FiftyOne stores a run's config class by its import path (``zcore.runs.ScoreRunConfig``); the
 plugin always imports this package as ``zcore`` (see the plugin's ``__init__.py``), so records
@@ -40,6 +42,13 @@ class SelectionRunConfig(_ZcoreRunConfig):
     """Config of a ``select_coreset`` run: the method, its options, the seed, the budget."""
 
     METHOD = "zcore_selection"
+
+
+class EvaluationRunConfig(_ZcoreRunConfig):
+    """Config of an ``evaluate_coreset`` run: label field, embeddings, methods, prune rates,
+    seeds, test size, where the scores came from."""
+
+    METHOD = "zcore_evaluation"
 
 
 class _ZcoreRun(fors.Run):
@@ -104,6 +113,18 @@ class SelectionRun(_ZcoreRun):
         dataset = samples._root_dataset
         if name and dataset.has_saved_view(name):
             dataset.delete_saved_view(name)
+
+
+class EvaluationRun(_ZcoreRun):
+    """An ``evaluate_coreset`` run (see the module docstring): writes nothing but its record."""
+
+    CONFIG = EvaluationRunConfig
+
+    def get_fields(self, samples, key):
+        return []
+
+    def cleanup(self, samples, key):
+        pass
 
 
 def owned_fields(config):
