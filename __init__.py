@@ -40,6 +40,7 @@ from zcore import collection as zc  # noqa: E402
 from zcore.core import dask_access  # noqa: E402
 from zcore.core.config import LAW_OPTIONS, Execution, ScoreConfig, default_n_samples  # noqa: E402
 from zcore.core.registry import DEFAULT_METHOD, app_methods, get_spec  # noqa: E402
+from zcore.forms import form_error  # noqa: E402
 from zcore.levels import is_vector_field  # noqa: E402
 from zcore.panel import CoresetPanel, default_score_field, score_fields  # noqa: E402
 
@@ -109,7 +110,7 @@ class ComputeZcore(foo.Operator):
             default=False,
         )
         if n < 3:
-            _form_error(inputs, "too_few", f"The target has {n} sample(s); ZCore needs at least 3")
+            form_error(inputs, "too_few", f"The target has {n} sample(s); ZCore needs at least 3")
         if _show_advanced(ctx.params):
             _advanced_compute_inputs(ctx, inputs, n)
         return types.Property(inputs, view=types.View(label="Compute ZCore scores"))
@@ -301,7 +302,7 @@ class SelectCoreset(foo.Operator):
         score_field = ctx.params.get("score_field") or default
         n_scored = view.exists(score_field).count()
         if n_scored == 0:
-            _form_error(
+            form_error(
                 inputs,
                 "no_scored",
                 f"No sample of the target has a '{score_field}' score: choose another target "
@@ -644,15 +645,6 @@ def _sdk_ctx(sample_collection):
     return {"view": sample_collection, "params": {"view_target": "CURRENT_VIEW"}}
 
 
-def _form_error(inputs, name, message):
-    """An error shown in the form that also makes it invalid: Execute and Schedule are disabled,
-    and a programmatic call fails with ``message`` before ``execute`` runs."""
-    prop = inputs.view(name, types.Error(label=message))
-    prop.invalid = True
-    prop.error_message = message
-    return prop
-
-
 def _free_view_name(dataset, base):
     """``base``, or ``base_2``, ``base_3``... : the first name no saved view has (by name or
     slug), so a default never opens the form in an error state."""
@@ -688,12 +680,10 @@ def _preview(ctx, inputs, view, score_field, method, n_scored):
             )
         n_keep = zc.select_coreset(view, score_field=score_field, method="topk", **kwargs).count()
     except ValueError as e:
-        _form_error(inputs, "preview", str(e))
+        form_error(inputs, "preview", str(e))
         return
     if n_keep == 0:
-        _form_error(
-            inputs, "preview", "This keeps no sample: lower the threshold or raise the size"
-        )
+        form_error(inputs, "preview", "This keeps no sample: lower the threshold or raise the size")
         return
     if method == "topk" or "threshold" in kwargs:
         how = f"highest '{score_field}' first"

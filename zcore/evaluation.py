@@ -23,6 +23,7 @@ from .collection import (
 from .core import evaluate as E
 from .core.budget import as_scores
 from .core.progress import stage
+from .forms import form_error
 from .levels import field_names, is_frame_path, level_of
 
 DEFAULT_RUN_KEY = "zcore_evaluation"
@@ -348,7 +349,7 @@ def form_inputs(inputs, view, params):
 
     labels = label_fields(view)
     if not labels:
-        _form_error(
+        form_error(
             inputs,
             "no_labels",
             "No label field: evaluating needs a Classification field or a string/int field "
@@ -369,7 +370,7 @@ def form_inputs(inputs, view, params):
     )
     fields = vector_fields(view)
     if not fields:
-        _form_error(inputs, "no_vectors", "No vector field: compute embeddings first")
+        form_error(inputs, "no_vectors", "No vector field: compute embeddings first")
         return
     recorded = default_embeddings(view)
     default_emb = recorded if recorded in fields else fields[0]
@@ -382,7 +383,7 @@ def form_inputs(inputs, view, params):
     )
     choices = types.AutocompleteView(allow_user_input=False, allow_duplicates=False)
     for spec in app_methods():
-        if spec.name not in E._NOT_EVALUABLE:
+        if spec.name not in E.NOT_EVALUABLE:
             choices.add_choice(spec.name, label=spec.label, description=spec.help)
     inputs.list(
         "methods",
@@ -430,7 +431,7 @@ def form_inputs(inputs, view, params):
         counts = label_counts(view, label_field, params.get("embeddings") or default_emb)
         E.check_label_counts(counts, test_size=E.DEFAULT_TEST_SIZE)
     except ValueError as e:
-        _form_error(inputs, "invalid", str(e))
+        form_error(inputs, "invalid", str(e))
         return
     inputs.view(
         "summary",
@@ -440,13 +441,3 @@ def form_inputs(inputs, view, params):
             "out for testing"
         ),
     )
-
-
-def _form_error(inputs, name, message):
-    # as the plugin's _form_error: shown in the form, and the form is invalid
-    import fiftyone.operators.types as types
-
-    prop = inputs.view(name, types.Error(label=message))
-    prop.invalid = True
-    prop.error_message = message
-    return prop

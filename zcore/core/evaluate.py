@@ -59,7 +59,7 @@ RULE = (
     "of the test accuracy over the run seeds)"
 )
 #: Methods that cannot be evaluated without more input than embeddings and scores.
-_NOT_EVALUABLE = {"target": "it needs a target set (target_embeddings)"}
+NOT_EVALUABLE = {"target": "it needs a target set (target_embeddings)"}
 
 
 def mark(mean, std, random_mean, random_std):
@@ -251,8 +251,8 @@ def check_request(*, methods, prune, seeds, seed, test_size):
         if name == RANDOM:
             continue  # always evaluated, as the baseline
         get_spec(name)  # unknown names: the registry's message with the valid names
-        if name in _NOT_EVALUABLE:
-            raise ValueError(f"method {name!r} cannot be evaluated here: {_NOT_EVALUABLE[name]}")
+        if name in NOT_EVALUABLE:
+            raise ValueError(f"method {name!r} cannot be evaluated here: {NOT_EVALUABLE[name]}")
         if name not in names:
             names.append(name)
     if not names:
