@@ -764,7 +764,7 @@ def _embeddings_inputs(ctx, inputs):
             fields,
             default=fields[0],
             required=False,
-            label="Embeddings field",
+            label="Vector field",
             view=choices,
         )
         return

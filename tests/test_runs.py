@@ -93,3 +93,11 @@ def test_a_run_of_another_kind_under_the_key_fails_before_any_work(make_dataset)
         raise AssertionError("a selection replaced a score run's record")
     assert type(ds.get_run_info("taken").config) is runs.ScoreRunConfig
     assert np.array_equal(ds.values("zcore_score"), before)
+
+
+def test_the_score_field_is_indexed_for_the_apps_sort(make_dataset):
+    ds, _ = make_dataset()
+    zcore.compute_zcore(ds, embeddings="embeddings", component_fields=True, **FAST)
+    assert "zcore_score" in ds.list_indexes()
+    ds.delete_run("zcore_score")  # the field and its index go with the run
+    assert "zcore_score" not in ds.list_indexes()

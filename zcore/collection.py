@@ -285,7 +285,19 @@ def _compute_locked(
         record()
 
     data.write(level, columns, out_fields, descriptions, progress, held, written)
+    _index_score_field(samples, level.root_path(score_field))
     return recorded[0]
+
+
+def _index_score_field(samples, path):
+    """An index on the score field, so that the App offers it in the grid's sort and sorts by
+    it fast. The scores and their record are written already: a failure here is a warning."""
+    try:
+        samples._root_dataset.create_index(path)
+    except Exception as e:  # e.g. a read-only database user; sorting still works via SortBy
+        warnings.warn(
+            f"could not index {path!r} ({e}); the grid cannot sort by it natively", stacklevel=3
+        )
 
 
 def select_coreset(
