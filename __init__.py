@@ -201,7 +201,9 @@ class ComputeZcore(foo.Operator):
             "num_missing": results.num_missing,
             "seed": results.seed,
         }
-        out.update({k: f"{v:.2f} s" for k, v in results.timings.items()})
+        # seconds as numbers for programs, and as text with one precision for the App
+        out.update({k: round(v, 3) for k, v in results.timings.items()})
+        out.update({k[:-2] + "_time": f"{v:.2f} s" for k, v in results.timings.items()})
         if p.get("save_coreset", False):
             coreset = zc.select_coreset(view, score_field=score_field, **size_kw)
             out["coreset_size"] = zc.save_coreset(
@@ -220,9 +222,9 @@ class ComputeZcore(foo.Operator):
         outputs.int("num_missing", label="Samples without embeddings (no score)")
         outputs.int("seed", label="Seed")
         if "embed_s" in results:
-            outputs.str("embed_s", label="Embedding time")
-        outputs.str("score_s", label="Scoring time")
-        outputs.str("total_s", label="Total time")
+            outputs.str("embed_time", label="Embedding time")
+        outputs.str("score_time", label="Scoring time")
+        outputs.str("total_time", label="Total time")
         if "coreset_size" in results:
             outputs.int("coreset_size", label="Coreset size")
             outputs.str("view_name", label="Saved view")

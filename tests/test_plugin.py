@@ -295,6 +295,9 @@ def test_compute_operator_sdk_call(make_dataset):
     r = op(ds, embeddings="embeddings", score_field="zc_sdk", **FAST)
     assert r.error is None, r.error
     np.testing.assert_allclose(_scores(ds, "zc_sdk"), oracle_scores(X, **FAST), atol=1e-9)
+    # timings: seconds as numbers for programs (scripts/demo.py sums them), text for the App
+    assert isinstance(r.result["score_s"], float) and isinstance(r.result["total_s"], float)
+    assert r.result["score_time"].endswith(" s") and len(r.result["score_time"].split(".")[1]) == 4
 
 
 def test_compute_operator_error_leaves_dataset_unchanged(make_dataset):
