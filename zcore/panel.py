@@ -41,7 +41,14 @@ HIST_BINS = 40
 HIST_QUANTILES = (0.005, 0.995)
 THRESHOLD_DEFAULT_QUANTILE = 0.9  # the default threshold keeps the top 10%
 PLOT_HEIGHT = 260
-_PLOT_CONFIG = {"displayModeBar": False, "responsive": True}
+_PLOT_CONFIG = {"displayModeBar": False}
+PLOT_WIDTH = 560  # px: fits a panel that shares the screen with the grid
+#: The figure's box is exactly the figure (the panel's grid sizes its items by their content, so
+#: a figure that fills "100%" of it is drawn at plotly's default 700 px, wider than the panel).
+_PLOT_PROPS = {
+    "container": {"sx": {"width": f"{PLOT_WIDTH}px", "maxWidth": "100%"}},
+    "plotly": {"style": {"width": f"{PLOT_WIDTH}px", "height": f"{PLOT_HEIGHT}px"}},
+}
 #: A Material icon name: the App draws a Python panel's icon in the "+" menu only for a name (a
 #: path such as /assets/coreset.svg is dropped there, see docs/app.md).
 PANEL_ICON = "filter_alt"
@@ -345,7 +352,7 @@ def histogram_plot(scores, field, kept_scores=None, bins=HIST_BINS, cut=None):
     layout = {
         "barmode": "overlay",
         "height": PLOT_HEIGHT,
-        "autosize": True,
+        "width": PLOT_WIDTH,
         "margin": {"l": 45, "r": 15, "t": 50, "b": 45},
         "title": {"text": f"{field} histogram", "font": {"size": 13}, "x": 0, "xanchor": "left"},
         "xaxis": {
@@ -414,7 +421,7 @@ def distribution_plot(dist, title):
     layout = {
         "barmode": "group",
         "height": PLOT_HEIGHT,
-        "autosize": True,
+        "width": PLOT_WIDTH,
         "margin": {"l": 45, "r": 15, "t": 50, "b": 60},
         "title": {"text": title, "font": {"size": 13}, "x": 0, "xanchor": "left"},
         "yaxis": {"title": {"text": "% of set"}},
@@ -858,7 +865,9 @@ class CoresetPanel(foo.Panel):
 
     def _render_histogram(self, plots, data, c, sel):
         hist, layout = histogram_plot(data.scored(c.field), c.field, sel.scores, cut=sel.cut)
-        plots.plot("histogram", data=hist, layout=layout, config=_PLOT_CONFIG)
+        plots.plot(
+            "histogram", data=hist, layout=layout, config=_PLOT_CONFIG, componentsProps=_PLOT_PROPS
+        )
 
     def _render_distribution(self, ctx, panel, plots, data, c, sel):
         """Class shares of a label field, or, without labels, k-means clusters of the run's
@@ -878,7 +887,13 @@ class CoresetPanel(foo.Panel):
                 title = f"k-means clusters of {emb} (no labels)"
         if dist is not None:
             dist_data, layout = distribution_plot(dist, title)
-            plots.plot("classes", data=dist_data, layout=layout, config=_PLOT_CONFIG)
+            plots.plot(
+                "classes",
+                data=dist_data,
+                layout=layout,
+                config=_PLOT_CONFIG,
+                componentsProps=_PLOT_PROPS,
+            )
         if len(labels) > 1:
             panel.enum(
                 "label_field",
@@ -901,17 +916,16 @@ class CoresetPanel(foo.Panel):
             on_click=self.run_select,
             variant="outlined",
         )
-        names = panel.h_stack("save_row", align_x="left", align_y="center", gap=1)
+        names = panel.h_stack("save_row", align_x="left", align_y="bottom", gap=1)
         names.str("view_name", label="View name", default=free_view_name(ctx.dataset))
         names.bool(
             "overwrite",
             label="Overwrite",
-            description="Replace a saved view of that name",
             default=False,
             view=types.CheckboxView(),
         )
         names.btn("save_view", label="Save as view", on_click=self.save_view, variant="outlined")
-        tags = panel.h_stack("tag_row", align_x="left", align_y="center", gap=1)
+        tags = panel.h_stack("tag_row", align_x="left", align_y="bottom", gap=1)
         tags.str("tag", label="Tag", default="coreset")
         tags.btn("tag_kept", label="Tag kept samples", on_click=self.tag_kept, variant="outlined")
         if ctx.panel.state.get("save_error"):
