@@ -84,6 +84,7 @@ def test_coreset_panel_in_the_app(app, tmp_path):
     # legend on both charts, an icon in the "+" menu.
     assert result["overflow"] == [] and result["overflow_end"] == []
     assert result["clipped_buttons"] == []
+    assert all(abs(d) <= 8 for d in result["button_offsets"])  # level with the input boxes
     assert len(result["legends"]) == 2 and all(len(names) == 2 for names in result["legends"])
     assert result["menu_icon"] is not None
     for width, box in result["plot_widths"]:

@@ -42,6 +42,9 @@ HIST_QUANTILES = (0.005, 0.995)
 THRESHOLD_DEFAULT_QUANTILE = 0.9  # the default threshold keeps the top 10%
 PLOT_HEIGHT = 260
 _PLOT_CONFIG = {"displayModeBar": False}
+#: A button or box beside a labelled text input: moved down by the label's height, so that it
+#: sits level with the input box (the stacks' align_y does not reach FiftyOne's inner boxes).
+_BESIDE_INPUT = {"container": {"sx": {"pt": "30px"}}}
 PLOT_WIDTH = 560  # px: fits a panel that shares the screen with the grid
 #: The figure's box is exactly the figure (the panel's grid sizes its items by their content, so
 #: a figure that fills "100%" of it is drawn at plotly's default 700 px, wider than the panel).
@@ -916,18 +919,30 @@ class CoresetPanel(foo.Panel):
             on_click=self.run_select,
             variant="outlined",
         )
-        names = panel.h_stack("save_row", align_x="left", align_y="bottom", gap=1)
+        names = panel.h_stack("save_row", align_x="left", align_y="top", gap=1)
         names.str("view_name", label="View name", default=free_view_name(ctx.dataset))
         names.bool(
             "overwrite",
             label="Overwrite",
             default=False,
-            view=types.CheckboxView(),
+            view=types.CheckboxView(componentsProps=_BESIDE_INPUT),
         )
-        names.btn("save_view", label="Save as view", on_click=self.save_view, variant="outlined")
-        tags = panel.h_stack("tag_row", align_x="left", align_y="bottom", gap=1)
+        names.btn(
+            "save_view",
+            label="Save as view",
+            on_click=self.save_view,
+            variant="outlined",
+            componentsProps=_BESIDE_INPUT,
+        )
+        tags = panel.h_stack("tag_row", align_x="left", align_y="top", gap=1)
         tags.str("tag", label="Tag", default="coreset")
-        tags.btn("tag_kept", label="Tag kept samples", on_click=self.tag_kept, variant="outlined")
+        tags.btn(
+            "tag_kept",
+            label="Tag kept samples",
+            on_click=self.tag_kept,
+            variant="outlined",
+            componentsProps=_BESIDE_INPUT,
+        )
         if ctx.panel.state.get("save_error"):
             panel.view("save_error", types.Warning(label=ctx.panel.state.get("save_error")))
         elif ctx.panel.state.get("last_action"):

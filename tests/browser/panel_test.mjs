@@ -116,6 +116,20 @@ try {
   await page.waitForTimeout(1000);
   result.overflow = await overflowing();
   result.clipped_buttons = await clippedButtons();
+  // the buttons beside the name and tag inputs: vertical centre offset from the input box's
+  const centre = async (loc) => {
+    const b = await loc.boundingBox();
+    return b.y + b.height / 2;
+  };
+  const inputAfter = (label) =>
+    panel.locator(`xpath=.//p[normalize-space()='${label}']/following::input[1]`);
+  result.button_offsets = [
+    (await centre(panel.getByRole("button", { name: "Save as view", exact: true }))) -
+      (await centre(inputAfter("View name"))),
+    (await centre(panel.getByRole("button", { name: "Tag kept samples", exact: true }))) -
+      (await centre(inputAfter("Tag"))),
+  ];
+  log(`button offsets ${JSON.stringify(result.button_offsets)}`);
   const plots = panel.locator(".js-plotly-plot");
   result.legends = await plots.evaluateAll((ps) =>
     ps.map((p) => [...p.querySelectorAll(".legendtext")].map((t) => t.textContent)),
