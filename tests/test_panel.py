@@ -56,8 +56,10 @@ def test_histogram_data(scored):
     data, layout = zp.histogram(scored, "zcore_score", kept=kept, cut=cut, bins=10)
     assert [t["name"] for t in data] == ["all", "kept"]
     assert sum(data[0]["y"]) == 60 and sum(data[1]["y"]) == 12
-    want, _ = np.histogram(scores, bins=np.linspace(scores.min(), scores.max(), 11))
+    lo, hi = np.quantile(scores, zp.HIST_QUANTILES)
+    want, _ = np.histogram(np.clip(scores, lo, hi), bins=np.linspace(lo, hi, 11))
     assert data[0]["y"] == want.tolist()
+    assert layout["xaxis"]["range"] == pytest.approx([lo, hi])
     line = layout["shapes"][0]
     assert line["x0"] == line["x1"] == cut
     # every kept sample is at or above the cut line
@@ -168,6 +170,24 @@ def test_panel_steers_on_the_view_a_kept_set_came_from(scored, kwargs):
     assert f"Kept: 13 of {n}" in _md(props, "summary") and kept.count() != n
 
 
+@pytest.fixture
+def triggers(monkeypatch):
+    """``(operator_uri, params)`` of every instruction that events send to the App."""
+    sent = []
+    real = ExecutionContext.trigger
+
+    def trigger(self, operator_name, params=None):
+        sent.append((operator_name, params or {}))
+        return real(self, operator_name, params=params)
+
+    monkeypatch.setattr(ExecutionContext, "trigger", trigger)
+    return sent
+
+
+def _sent(triggers, name):
+    return [p for uri, p in triggers if uri.endswith(name)]
+
+
 def _call(ds, method, state):
     """Runs a panel event (a button) through the operator executor, as the App does."""
     params = {"__method__": method, "panel_id": "test-panel", "panel_state": state}
@@ -176,15 +196,24 @@ def _call(ds, method, state):
     return r
 
 
-def test_panel_buttons_save_and_tag_select_coresets_samples(scored):
-    state = {"mode": "size", "size": 9, "save_row": {"view_name": "panel9", "tag": "keep9"}}
+def test_panel_buttons_save_and_tag_select_coresets_samples(scored, triggers):
+    state = {"mode": "size", "size": 9, "save_row": {"view_name": "panel9"}}
+    state["tag_row"] = {"tag": "keep9"}
     _call(scored, "save_view", state)
     want = zcore.select_coreset(scored, size=9, method="topk").values("id")
     assert scored.load_saved_view("panel9").values("id") == want
     _call(scored, "tag_kept", state)
     assert sorted(scored.match_tags("keep9").values("id")) == sorted(want)
-    # saving again replaces the view (the panel's button overwrites)
-    _call(scored, "save_view", {**state, "size": 5})
+    # saving again under that name is refused, and says why; the view is unchanged
+    r = _call(scored, "save_view", {**state, "size": 5})
+    assert scored.load_saved_view("panel9").values("id") == want
+    assert r.error is None
+    msgs = [str(p) for p in _sent(triggers, "notify") if "Not saved" in str(p)]
+    assert len(msgs) == 1 and "a saved view named 'panel9' exists" in msgs[0]
+    assert "Overwrite" in msgs[0]
+    # unless "Overwrite" is ticked
+    over = {**state, "size": 5, "save_row": {"view_name": "panel9", "overwrite": True}}
+    _call(scored, "save_view", over)
     assert scored.load_saved_view("panel9").count() == 5
     # the other buttons only send instructions to the App (set the view, open a form)
     for method in ("show_kept", "show_all", "run_select"):
@@ -428,3 +457,149 @@ def test_cache_is_bounded():
     assert len(cache) == 1  # the bytes bound: only the newest is kept
     cache.get(("view", "c"), "s", lambda: np.zeros(1000))
     assert len(cache) == 1  # even alone over the bound, the newest is kept
+
+
+# --- issue 14: save refusal, delegated operations, base view of the prompt, ranges, sliders ------
+
+
+def test_default_view_name_is_free(scored):
+    assert zp.free_view_name(scored) == "zcore_coreset"
+    scored.save_view("zcore_coreset", scored.limit(3))
+    scored.save_view("zcore_coreset_2", scored.limit(3))
+    assert zp.free_view_name(scored) == "zcore_coreset_3"
+    props = _render(scored, {})
+    assert props["save_row"].type.properties["view_name"].default == "zcore_coreset_3"
+    assert "overwrite" in props["save_row"].type.properties
+
+
+def test_a_refused_save_is_shown_in_the_panel(scored):
+    msg = "Not saved: a saved view named 'x' exists."
+    props = _render(scored, {"save_error": msg})
+    assert props["save_error"].view.label == msg
+
+
+def test_score_range_and_default_threshold_follow_the_data():
+    rng = np.random.default_rng(0)
+    s = np.concatenate([[0.0, 1.0], rng.uniform(0.29, 0.37, 998)])  # min-max normalised
+    lo, hi = zp.score_range(s)
+    assert 0.28 < lo < 0.30 and 0.36 < hi < 0.38
+    assert lo < zp.default_threshold(s) < hi
+    assert zp.default_threshold(s) == pytest.approx(np.quantile(s, 0.9))
+    data, layout = zp.histogram_plot(s, "f", cut=0.0)
+    assert sum(data[0]["y"]) == 1000  # the outliers are counted in the end bins
+    assert data[0]["y"][0] >= 1 and data[0]["y"][-1] >= 1
+    assert layout["xaxis"]["range"] == pytest.approx([lo, hi])
+    assert layout["shapes"][0]["x0"] == pytest.approx(lo)  # a cut below is drawn at the edge
+    assert zp.score_range(np.array([0.5, 0.5])) == (0.0, 1.0)
+    assert zp.score_range(np.zeros(0)) == (0.0, 1.0)
+
+
+def test_sliders_show_few_digits_and_the_threshold_spans_the_scores(scored):
+    for state, key, digits in (
+        ({"mode": "fraction"}, "fraction", 2),
+        ({"mode": "size"}, "size", 0),
+        ({"mode": "threshold"}, "threshold", None),
+    ):
+        prop = _render(scored, state)[key]
+        if digits is None:
+            lo, hi = zp.score_range(np.array(scored.values("zcore_score")))
+            digits = zp._digits((hi - lo) / 200)
+        assert prop.view.to_json()["value_precision"] == digits
+    s = np.array(scored.values("zcore_score"))
+    prop = _render(scored, {"mode": "threshold"})["threshold"]
+    slider = prop.view.to_json()["componentsProps"]["slider"]
+    assert (slider["min"], slider["max"]) == pytest.approx(zp.score_range(s))
+    assert slider["min"] <= prop.default <= slider["max"]
+    assert zp._digits(0.01) == 2 and zp._digits(0.0004) == 4 and zp._digits(1) == 0
+
+
+def test_panel_icon_is_a_material_icon_name():
+    # the App drops a path icon of a Python panel in the "+" menu (no plugin name there)
+    panel = zp.CoresetPanel()
+    assert "/" not in panel.config.icon and "." not in panel.config.icon
+
+
+def test_the_prompt_targets_the_panels_view(scored, triggers):
+    kept = zcore.select_coreset(scored, size=7, method="topk")
+    full = scored.view()
+    assert zp.prompt_target(full, zp.selection_base(full)) == {}
+    base = zp.selection_base(kept)
+    assert zp.prompt_target(kept, base) == {"view_target": "DATASET"}
+    sub = scored.match(F("ground_truth.label") != "bird")
+    sub_kept = zcore.select_coreset(sub, size=7, method="topk")
+    assert zp.prompt_target(sub_kept, zp.selection_base(sub_kept)) == {"set_view": True}
+    # the button: the form opens on the dataset, with the panel's size
+    params = {"__method__": "run_select", "panel_id": "test-panel"}
+    params["panel_state"] = {"mode": "size", "size": 7}
+    r = foo.execute_operator(PANEL, ctx={"dataset": scored, "view": kept, "params": params})
+    assert r.error is None
+    [prompt] = _sent(triggers, "prompt_user_for_operation")
+    assert prompt["params"]["view_target"] == "DATASET" and prompt["params"]["size"] == 7
+    # the form's target is then the panel's 60 samples, not the grid's 7
+    ctx = ExecutionContext(
+        request_params={
+            "dataset_name": scored.name,
+            "view": kept._serialize(),
+            "params": prompt["params"],
+        }
+    )
+    assert ctx.target_view().count() == 60
+
+
+def test_delegated_operations_are_listed_with_progress(scored):
+    from bson import ObjectId
+    from fiftyone.operators.delegated import DelegatedOperationService
+
+    svc = DelegatedOperationService()
+    params = {"embeddings": "embeddings", "score_field": "zc_later", "n_samples": 300}
+    foo.execute_operator(
+        zp.COMPUTE_URI, ctx={"dataset": scored, "params": params}, request_delegation=True
+    )
+    try:
+        ops = zp.delegated_operations(scored.name)
+        assert [r["name"] for r in ops] == ["compute_zcore → zc_later"]
+        assert all(r["state"] == "queued" and r["queued_at"] for r in ops)
+        comp = ops[0]
+        svc.set_running(ObjectId(comp["id"]))
+        svc.set_progress(ObjectId(comp["id"]), foo.executor.ExecutionProgress(0.4, "scoring"))
+        ops = zp.delegated_operations(scored.name)
+        comp = next(r for r in ops if r["operator"] == "compute_zcore")
+        assert comp["state"] == "running" and comp["progress"] == pytest.approx(0.4)
+        assert comp["label"] == "scoring"
+        # the panel lists them, and the run in progress in the runs table
+        props = _render(scored, {})
+        assert "compute_zcore → zc_later" in _md(props, "ops_md")
+        assert "running 40% (scoring)" in _md(props, "ops_md")
+        assert "| zc_later | running 40% (scoring) |" in _md(props, "runs_md")
+        assert "refresh" in props["ops_row"].type.properties
+    finally:
+        for r in zp.delegated_operations(scored.name, limit=100):
+            svc.delete_operation(ObjectId(r["id"]))
+    assert "None on this dataset" in _md(_render(scored, {}), "ops_md")
+
+
+def test_a_selection_operation_is_named_by_its_field_and_size():
+    from types import SimpleNamespace as NS
+
+    from fiftyone.operators.executor import ExecutionContext as Ctx
+
+    params = {"score_field": "zcore_score", "size_mode": "fraction", "fraction": 0.2}
+    op = NS(
+        id="x",
+        operator=zp.SELECT_URI,
+        context=Ctx(request_params={"params": params}),
+        status=None,
+        queued_at=None,
+        scheduled_at=None,
+        result=None,
+        run_state="failed",
+    )
+    row = zp._op_row(op)
+    assert row["name"] == "select_coreset on zcore_score, fraction 0.2"
+    assert row["progress"] is None and row["state"] == "failed"
+    assert zp.pending_runs([row]) == []
+
+
+def test_refresh_reloads_the_dataset(scored, triggers):
+    _call(scored, "refresh", {})
+    assert _sent(triggers, "reload_dataset")

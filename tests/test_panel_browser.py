@@ -17,9 +17,12 @@ import pytest
 from app_browser import BROWSER_MARKS, keep_screenshots, run_script, serve_app, textile_files
 
 import zcore
+from zcore import panel as zp
 
 N = 40
 VIEW_NAME = "panel_coreset"
+TAKEN = "taken"  # a saved view that exists before: the panel must refuse to replace it
+QUEUED_FIELD = "zc_queued"  # a compute_zcore operation queued (no worker runs it)
 FAST = {"n_samples": 400, "redund_nn": 10}
 
 pytestmark = BROWSER_MARKS
@@ -45,8 +48,21 @@ def app(tmp_path):
     ds.add_samples(samples)
     zcore.compute_zcore(ds, embeddings="pixels", seed=0, component_fields=True, **FAST)
     zcore.compute_zcore(ds, embeddings="pixels", score_field="zcore_seed1", seed=1, **FAST)
-    with serve_app(ds, tmp_path) as url:
-        yield ds, url
+    ds.save_view(TAKEN, ds.limit(3))
+    import fiftyone.operators as foo
+    from fiftyone.operators.delegated import DelegatedOperationService
+
+    params = {"embeddings": "pixels", "score_field": QUEUED_FIELD, **FAST}
+    foo.execute_operator(
+        "@zcore/zcore/compute_zcore", ctx={"dataset": ds, "params": params}, request_delegation=True
+    )
+    svc = DelegatedOperationService()
+    try:
+        with serve_app(ds, tmp_path) as url:
+            yield ds, url
+    finally:
+        for op in svc.list_operations(dataset_name="zcore-panel-textiles"):
+            svc.delete_operation(op.id)
 
 
 def test_coreset_panel_in_the_app(app, tmp_path):
@@ -59,8 +75,36 @@ def test_coreset_panel_in_the_app(app, tmp_path):
         ZCORE_APP_URL=url,
         ZCORE_DATASET=ds.name,
         ZCORE_VIEW_NAME=VIEW_NAME,
+        ZCORE_TAKEN_VIEW=TAKEN,
+        ZCORE_QUEUED_OP=f"compute_zcore → {QUEUED_FIELD}",
     )
     assert result["page_errors"] == []
+
+    # Layout: nothing wider than the panel (no horizontal scroll), no clipped button label, a
+    # legend on both charts, an icon in the "+" menu.
+    assert result["overflow"] == [] and result["overflow_end"] == []
+    assert result["clipped_buttons"] == []
+    assert all(abs(d) <= 8 for d in result["button_offsets"])  # level with the input boxes
+    assert len(result["legends"]) == 2 and all(len(names) == 2 for names in result["legends"])
+    assert result["menu_icon"] is not None
+    for width, box in result["plot_widths"]:
+        assert width <= box + 1
+    # The histogram spans the scores' range (not 0-1 of min-max normalised scores).
+    scores = np.array(ds.values("zcore_score"))
+    lo, hi = result["hist_range"]
+    assert scores.min() <= lo < hi <= scores.max()
+    assert (lo, hi) == pytest.approx(zp.score_range(scores), abs=1e-9)
+    # The slider's value label shows two decimals, not six.
+    assert result["fraction_label"] == "0.10"
+    # The queued delegated operation is listed, and its run in the runs table.
+    assert "queued" in result["ops_line"]
+    assert any(QUEUED_FIELD in line for line in result["runs_line"])
+    # Save as view: the default name is free; an existing name is refused and left unchanged.
+    assert result["default_view_name"] == "zcore_coreset"
+    assert f"a saved view named '{TAKEN}' exists" in result["refused"]
+    assert ds.load_saved_view(TAKEN).values("id") == ds.limit(3).values("id")
+    # "Run select_coreset…" from the kept set opens on the panel's view (all 40 samples).
+    assert result["prompt_preview"].endswith(f"of {N} scored samples will be kept")
 
     # The counts the panel showed are select_coreset's.
     assert result["initial"] == {
@@ -91,3 +135,4 @@ def test_coreset_panel_in_the_app(app, tmp_path):
     assert result["overlap"].startswith(f"Overlap: {len(a & b)} ")
 
     keep_screenshots(shots, ["app_panel.png"])
+    print(f"screenshots in {shots}")

@@ -35,8 +35,29 @@ MODE_LABELS = {"fraction": "Fraction", "size": "Count", "threshold": "Score thre
 SELECT_URI = "@zcore/zcore/select_coreset"
 COMPUTE_URI = "@zcore/zcore/compute_zcore"
 HIST_BINS = 40
+#: The histogram and the threshold slider span these quantiles of the scores (ZCore scores are
+#: min-max normalised, so min-max is always 0-1 while most scores sit in a narrow band); scores
+#: outside them are counted in the end bins.
+HIST_QUANTILES = (0.005, 0.995)
+THRESHOLD_DEFAULT_QUANTILE = 0.9  # the default threshold keeps the top 10%
+PLOT_HEIGHT = 260
+_PLOT_CONFIG = {"displayModeBar": False}
+#: A button or box beside a labelled text input: moved down by the label's height, so that it
+#: sits level with the input box (the stacks' align_y does not reach FiftyOne's inner boxes).
+_BESIDE_INPUT = {"container": {"sx": {"pt": "30px"}}}
 PLOT_WIDTH = 560  # px: fits a panel that shares the screen with the grid
-_PLOT_CONFIG = {"displayModeBar": False, "responsive": True}
+#: The figure's box is exactly the figure (the panel's grid sizes its items by their content, so
+#: a figure that fills "100%" of it is drawn at plotly's default 700 px, wider than the panel).
+_PLOT_PROPS = {
+    "container": {"sx": {"width": f"{PLOT_WIDTH}px", "maxWidth": "100%"}},
+    "plotly": {"style": {"width": f"{PLOT_WIDTH}px", "height": f"{PLOT_HEIGHT}px"}},
+}
+#: A Material icon name: the App draws a Python panel's icon in the "+" menu only for a name (a
+#: path such as /assets/coreset.svg is dropped there, see docs/app.md).
+PANEL_ICON = "filter_alt"
+DEFAULT_VIEW_NAME = "zcore_coreset"
+ZCORE_OPERATORS = ("@zcore/zcore/",)  # delegated operations of this plugin (URI prefix)
+PENDING_STATES = ("scheduled", "queued", "running")
 KEPT_COLOR = "#ff6d04"
 ALL_COLOR = "#8d99ae"
 
@@ -291,11 +312,29 @@ def histogram(view, field, kept=None, bins=HIST_BINS, cut=None):
     return histogram_plot(scores_of(view, field), field, kept_scores, bins=bins, cut=cut)
 
 
-def histogram_plot(scores, field, kept_scores=None, bins=HIST_BINS, cut=None):
-    """:func:`histogram` from the score arrays."""
-    lo, hi = (float(scores.min()), float(scores.max())) if len(scores) else (0.0, 1.0)
+def score_range(scores):
+    """``(lo, hi)``: the span of the histogram and of the threshold slider, the
+    :data:`HIST_QUANTILES` of ``scores`` (their min and max when those coincide)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if not len(scores):
+        return 0.0, 1.0
+    lo, hi = (float(q) for q in np.quantile(scores, HIST_QUANTILES))
     if not hi > lo:
-        hi = lo + 1.0
+        lo, hi = float(scores.min()), float(scores.max())
+    if not hi > lo:
+        lo, hi = lo - 0.5, lo + 0.5
+    return lo, hi
+
+
+def default_threshold(scores):
+    """The threshold slider's default: the :data:`THRESHOLD_DEFAULT_QUANTILE` of the scores."""
+    return float(np.quantile(scores, THRESHOLD_DEFAULT_QUANTILE)) if len(scores) else 0.5
+
+
+def histogram_plot(scores, field, kept_scores=None, bins=HIST_BINS, cut=None):
+    """:func:`histogram` from the score arrays: ``bins`` bins over :func:`score_range` (scores
+    outside it are counted in the end bins), the x axis fixed to that range."""
+    lo, hi = score_range(scores)
     edges = np.linspace(lo, hi, bins + 1)
     centers = ((edges[:-1] + edges[1:]) / 2).tolist()
     width = float(edges[1] - edges[0])
@@ -307,7 +346,7 @@ def histogram_plot(scores, field, kept_scores=None, bins=HIST_BINS, cut=None):
             "type": "bar",
             "name": name,
             "x": centers,
-            "y": np.histogram(values, bins=edges)[0].tolist(),
+            "y": np.histogram(np.clip(values, lo, hi), bins=edges)[0].tolist(),
             "width": width,
             "marker": {"color": color},
         }
@@ -315,22 +354,26 @@ def histogram_plot(scores, field, kept_scores=None, bins=HIST_BINS, cut=None):
     ]
     layout = {
         "barmode": "overlay",
-        "height": 260,
+        "height": PLOT_HEIGHT,
         "width": PLOT_WIDTH,
-        "margin": {"l": 40, "r": 10, "t": 30, "b": 40},
-        "title": {"text": f"{field} histogram", "font": {"size": 13}},
-        "xaxis": {"title": {"text": field}},
+        "margin": {"l": 45, "r": 15, "t": 50, "b": 45},
+        "title": {"text": f"{field} histogram", "font": {"size": 13}, "x": 0, "xanchor": "left"},
+        "xaxis": {
+            "title": {"text": f"{field} (0.5-99.5% of the scores; the rest in the end bins)"},
+            "range": [lo, hi],
+        },
         "yaxis": {"title": {"text": "samples"}},
         "showlegend": True,
-        "legend": {"orientation": "h", "x": 0, "y": 1.15},
+        "legend": {"orientation": "h", "x": 1, "xanchor": "right", "y": 1.02, "yanchor": "bottom"},
         "shapes": [],
     }
     if cut is not None:
+        x = min(max(float(cut), lo), hi)  # a cut outside the range is drawn at its edge
         layout["shapes"].append(
             {
                 "type": "line",
-                "x0": cut,
-                "x1": cut,
+                "x0": x,
+                "x1": x,
                 "yref": "paper",
                 "y0": 0,
                 "y1": 1,
@@ -380,12 +423,13 @@ def distribution_plot(dist, title):
     ]
     layout = {
         "barmode": "group",
-        "height": 260,
+        "height": PLOT_HEIGHT,
         "width": PLOT_WIDTH,
-        "margin": {"l": 40, "r": 10, "t": 30, "b": 60},
-        "title": {"text": title, "font": {"size": 13}},
+        "margin": {"l": 45, "r": 15, "t": 50, "b": 60},
+        "title": {"text": title, "font": {"size": 13}, "x": 0, "xanchor": "left"},
         "yaxis": {"title": {"text": "% of set"}},
-        "legend": {"orientation": "h", "x": 0, "y": 1.15},
+        "showlegend": True,
+        "legend": {"orientation": "h", "x": 1, "xanchor": "right", "y": 1.02, "yanchor": "bottom"},
     }
     return data, layout
 
@@ -471,6 +515,80 @@ def _recorded_embeddings(view, score_field):
     return fields if isinstance(fields, str) else None
 
 
+def free_view_name(dataset, base=DEFAULT_VIEW_NAME):
+    """``base``, or ``base_2``, ``base_3``...: the first name that no saved view of ``dataset``
+    has (by name or slug): the panel's default, so that saving never replaces a view unasked."""
+    name, i = base, 1
+    while True:
+        try:
+            zc.check_view_name(dataset, name)
+            return name
+        except ValueError:
+            i += 1
+            name = f"{base}_{i}"
+
+
+def delegated_operations(dataset_name, limit=10):
+    """The plugin's delegated (scheduled) operations on a dataset, newest first: one dict per
+    operation with ``id``, ``operator`` (``compute_zcore``/``select_coreset``), ``state``
+    (scheduled, queued, running, completed, failed), ``progress`` (0-1 or ``None``), ``label``
+    (the worker's progress label), ``queued_at`` (``YYYY-MM-DD HH:MM:SS`` UTC), ``name`` (what it
+    does, from its parameters: the score field, and the target size of a selection),
+    ``score_field`` and ``error``. Read from FiftyOne's ``DelegatedOperationService`` (the App of
+    the open-source FiftyOne has no list of its own)."""
+    from fiftyone.operators.delegated import DelegatedOperationService
+
+    ops = DelegatedOperationService().list_operations(dataset_name=dataset_name)
+    rows = [_op_row(op) for op in ops if str(op.operator or "").startswith(ZCORE_OPERATORS)]
+    rows.sort(key=lambda r: r["queued_at"], reverse=True)
+    return rows[:limit]
+
+
+def _op_row(op):
+    params = {}
+    if op.context is not None:
+        params = dict(op.context.request_params.get("params") or {})
+    operator = str(op.operator).rsplit("/", 1)[-1]
+    field = params.get("score_field") or zc.DEFAULT_SCORE_FIELD
+    name = f"{operator} → {field}" if operator == "compute_zcore" else f"{operator} on {field}"
+    mode = params.get("size_mode")
+    if operator == "select_coreset" and params.get(mode) is not None:
+        name += f", {MODE_LABELS.get(mode, mode).lower()} {params[mode]}"
+    status = op.status
+    progress = getattr(status, "progress", None)
+    when = op.queued_at or op.scheduled_at
+    error = getattr(op.result, "error", None) if op.result is not None else None
+    return {
+        "id": str(op.id),
+        "operator": operator,
+        "state": str(op.run_state or ""),
+        "progress": None if progress is None else float(progress),
+        "label": getattr(status, "label", None) or "",
+        "queued_at": when.strftime("%Y-%m-%d %H:%M:%S") if when else "",
+        "name": name,
+        "score_field": field,
+        "error": str(error).strip().splitlines()[-1] if error else "",
+    }
+
+
+def pending_runs(ops):
+    """Rows of the runs table for the ``compute_zcore`` operations not finished yet."""
+    return [
+        {"key": r["score_field"], "state": _state_text(r), "queued_at": r["queued_at"]}
+        for r in ops
+        if r["operator"] == "compute_zcore" and r["state"] in PENDING_STATES
+    ]
+
+
+def _state_text(r):
+    out = r["state"]
+    if r["progress"] is not None:
+        out += f" {100 * r['progress']:.0f}%"
+    if r["label"]:
+        out += f" ({r['label']})"
+    return out
+
+
 # --- the panel -----------------------------------------------------------------------------------
 
 
@@ -502,6 +620,23 @@ def selection_base(view):
     return DatasetView._build(view._root_dataset, view._serialize()[: k - 1])
 
 
+def prompt_target(view, base):
+    """Parameters that make an operator prompted from the panel target ``base`` (the panel's
+    view) while the App shows ``view``: none when they are the same, ``view_target="DATASET"``
+    when ``base`` is the whole dataset, ``"BASE_VIEW"`` when it is ``view``'s generated base (a
+    patches/frames/clips view), else ``{"set_view": True}``: no target names it, so the App's
+    view must be set to ``base`` first."""
+    if base is view:
+        return {}
+    stages = base._serialize(include_uuids=False) if isinstance(base, fov.DatasetView) else []
+    if not stages:
+        return {"view_target": "DATASET"}
+    if getattr(view, "_is_generated", False):
+        if view._base_view._serialize(include_uuids=False) == stages:
+            return {"view_target": "BASE_VIEW"}
+    return {"set_view": True}
+
+
 def _slider(lo, hi, step):
     return {"min": lo, "max": hi, "step": step, "valueLabelDisplay": "auto"}
 
@@ -512,7 +647,7 @@ class CoresetPanel(foo.Panel):
         return foo.PanelConfig(
             name="coreset_panel",
             label="ZCore: coreset",
-            icon="/assets/coreset.svg",
+            icon=PANEL_ICON,
             surfaces="grid",
             help_markdown=(
                 "Pick a score field, move the control to choose how many samples to keep, see "
@@ -521,7 +656,8 @@ class CoresetPanel(foo.Panel):
         )
 
     # Panel state (kept by the App, sent with every event): score_field, mode, fraction, size,
-    # threshold, label_field, compare_field, save_row.view_name, save_row.tag, last_action. The
+    # threshold, label_field, compare_field, save_row.view_name, save_row.overwrite, tag_row.tag,
+    # last_action, save_error. The
     # App writes an input's value to the state before calling its on_change, so the handlers
     # below only ask for a re-render. Inputs get defaults that depend only on the view and the
     # score field: the App re-applies a default that changes, over the user's value.
@@ -538,10 +674,10 @@ class CoresetPanel(foo.Panel):
     def on_change(self, ctx):
         pass  # any control: re-render with the new state
 
-    def _text(self, ctx, key, default):
-        # the inputs sit in the "save_row" stack, so the App keeps their values under it
+    def _text(self, ctx, key, default, stack="save_row"):
+        # the inputs sit in the "save_row"/"tag_row" stacks, so the App keeps their values there
         state = ctx.panel.state
-        return state.get(f"save_row.{key}") or state.get(key) or default
+        return state.get(f"{stack}.{key}") or state.get(key) or default
 
     # --- what the panel works on
 
@@ -560,13 +696,13 @@ class CoresetPanel(foo.Panel):
         mode = state.get("mode") if state.get("mode") in MODES else "fraction"
         s = data.scored(field) if field else np.zeros(0)
         n = len(s)
-        lo, hi = (float(s.min()), float(s.max())) if n else (0.0, 1.0)
+        lo, hi = score_range(s)  # the slider's span: where the scores are
         value = state.get(mode)
         if mode == "size":
             default = max(1, n // 10)
             value = default if value is None else int(min(max(int(value), 0), n))
         elif mode == "threshold":
-            default = float(np.quantile(s, 0.9)) if n else 0.5
+            default = default_threshold(s)
             # a threshold left from another score field may be out of this one's range
             value = default if value is None or not lo <= float(value) <= hi else float(value)
         else:
@@ -591,28 +727,53 @@ class CoresetPanel(foo.Panel):
         ctx.ops.set_view(view=self._view(ctx))
 
     def save_view(self, ctx):
+        """Saves the kept set; an existing saved view of that name is replaced only when the
+        "Overwrite" box is ticked (otherwise the panel says so and nothing is written)."""
         view, _, kept = self._selection(ctx)
-        name = self._text(ctx, "view_name", "zcore_coreset")
+        name = self._text(ctx, "view_name", free_view_name(view._root_dataset))
+        overwrite = bool(ctx.panel.state.get("save_row.overwrite"))
         try:
-            count = zc.save_coreset(view, kept, view_name=name, overwrite=True)
+            zc.check_view_name(view._root_dataset, name, overwrite=overwrite)
+            count = zc.save_coreset(view, kept, view_name=name, overwrite=overwrite)
         except ValueError as e:
-            ctx.ops.notify(str(e), variant="error")
+            msg = f"Not saved: {e}"
+            if "exists" in str(e):
+                msg = (
+                    f"Not saved: a saved view named '{name}' exists. Tick 'Overwrite' to replace "
+                    "it, or type another name."
+                )
+            ctx.panel.state.set("save_error", msg)
+            ctx.ops.notify(msg, variant="error")
             return
+        ctx.panel.state.set("save_error", None)
         ctx.panel.state.set("last_action", f"Saved view '{name}' ({count:,} samples)")
         ctx.ops.notify(f"Saved view '{name}' ({count:,} samples)", variant="success")
 
     def tag_kept(self, ctx):
         view, _, kept = self._selection(ctx)
-        tag = self._text(ctx, "tag", "coreset")
+        tag = self._text(ctx, "tag", "coreset", stack="tag_row")
         count = zc.save_coreset(view, kept, tag=tag)
         ctx.panel.state.set("last_action", f"Tagged {count:,} samples '{tag}'")
         ctx.ops.notify(f"Tagged {count:,} samples '{tag}'", variant="success")
         ctx.ops.reload_samples()
 
     def run_select(self, ctx):
-        c = self._controls(ctx, _Data(self._view(ctx)))
+        """Opens *select coreset* on the view the panel counts on (:func:`selection_base`), not
+        on the App's view: while the grid shows a kept set, the form's target is set to the
+        dataset (or the generated view's base) when that is the panel's view, else the App's
+        view is set back to the panel's view first."""
+        base = self._view(ctx)
+        c = self._controls(ctx, _Data(base))
         params = {"score_field": c.field, "size_mode": c.mode, **size_kwargs(c.mode, c.value)}
+        params.update(prompt_target(ctx.view, base))
+        if params.pop("set_view", False):
+            ctx.ops.set_view(view=base)
         ctx.prompt(SELECT_URI, params=params)
+
+    def refresh(self, ctx):
+        """Reloads the App's dataset (a field that a finished run wrote then shows in the grid and
+        the sidebar); the panel re-renders with the delegated operations read anew."""
+        ctx.ops.reload_dataset()
 
     def run_compute(self, ctx):
         ctx.prompt(COMPUTE_URI)
@@ -637,7 +798,9 @@ class CoresetPanel(foo.Panel):
         self._render_distribution(ctx, panel, plots, data, c, sel)
         self._render_actions(ctx, panel)
         self._render_compare(ctx, panel, data, c, sel)
-        self._render_runs(panel, data)
+        ops = _safe_operations(ctx)
+        self._render_operations(panel, ops)
+        self._render_runs(panel, data, ops)
         return _layout(panel, gap=2)
 
     def _render_empty(self, panel):
@@ -674,7 +837,7 @@ class CoresetPanel(foo.Panel):
                 default=c.default,
                 min=0,
                 max=c.n,
-                view=_slider_view(0, c.n, 1),
+                view=_slider_view(0, c.n, 1, precision=0),
                 on_change=self.on_change,
             )
         elif c.mode == "threshold":
@@ -682,8 +845,8 @@ class CoresetPanel(foo.Panel):
             panel.float(
                 "threshold",
                 label="Keep scores >=",
-                default=c.default,
-                view=_slider_view(c.lo, c.hi, step),
+                default=round(c.default, _digits(step)),
+                view=_slider_view(c.lo, c.hi, step, precision=_digits(step)),
                 on_change=self.on_change,
             )
         else:
@@ -693,7 +856,7 @@ class CoresetPanel(foo.Panel):
                 default=c.default,
                 min=0.0,
                 max=1.0,
-                view=_slider_view(0.0, 1.0, 0.01),
+                view=_slider_view(0.0, 1.0, 0.01, precision=2),
                 on_change=self.on_change,
             )
 
@@ -705,7 +868,9 @@ class CoresetPanel(foo.Panel):
 
     def _render_histogram(self, plots, data, c, sel):
         hist, layout = histogram_plot(data.scored(c.field), c.field, sel.scores, cut=sel.cut)
-        plots.plot("histogram", data=hist, layout=layout, config=_PLOT_CONFIG)
+        plots.plot(
+            "histogram", data=hist, layout=layout, config=_PLOT_CONFIG, componentsProps=_PLOT_PROPS
+        )
 
     def _render_distribution(self, ctx, panel, plots, data, c, sel):
         """Class shares of a label field, or, without labels, k-means clusters of the run's
@@ -725,7 +890,13 @@ class CoresetPanel(foo.Panel):
                 title = f"k-means clusters of {emb} (no labels)"
         if dist is not None:
             dist_data, layout = distribution_plot(dist, title)
-            plots.plot("classes", data=dist_data, layout=layout, config=_PLOT_CONFIG)
+            plots.plot(
+                "classes",
+                data=dist_data,
+                layout=layout,
+                config=_PLOT_CONFIG,
+                componentsProps=_PLOT_PROPS,
+            )
         if len(labels) > 1:
             panel.enum(
                 "label_field",
@@ -748,12 +919,33 @@ class CoresetPanel(foo.Panel):
             on_click=self.run_select,
             variant="outlined",
         )
-        names = panel.h_stack("save_row", align_x="left", gap=1)
-        names.str("view_name", label="View name", default="zcore_coreset")
-        names.btn("save_view", label="Save as view", on_click=self.save_view, variant="outlined")
-        names.str("tag", label="Tag", default="coreset")
-        names.btn("tag_kept", label="Tag kept samples", on_click=self.tag_kept, variant="outlined")
-        if ctx.panel.state.get("last_action"):
+        names = panel.h_stack("save_row", align_x="left", align_y="top", gap=1)
+        names.str("view_name", label="View name", default=free_view_name(ctx.dataset))
+        names.bool(
+            "overwrite",
+            label="Overwrite",
+            default=False,
+            view=types.CheckboxView(componentsProps=_BESIDE_INPUT),
+        )
+        names.btn(
+            "save_view",
+            label="Save as view",
+            on_click=self.save_view,
+            variant="outlined",
+            componentsProps=_BESIDE_INPUT,
+        )
+        tags = panel.h_stack("tag_row", align_x="left", align_y="top", gap=1)
+        tags.str("tag", label="Tag", default="coreset")
+        tags.btn(
+            "tag_kept",
+            label="Tag kept samples",
+            on_click=self.tag_kept,
+            variant="outlined",
+            componentsProps=_BESIDE_INPUT,
+        )
+        if ctx.panel.state.get("save_error"):
+            panel.view("save_error", types.Warning(label=ctx.panel.state.get("save_error")))
+        elif ctx.panel.state.get("last_action"):
             panel.md(ctx.panel.state.get("last_action"), name="last_action_md")
 
     def _render_compare(self, ctx, panel, data, c, sel):
@@ -777,15 +969,36 @@ class CoresetPanel(foo.Panel):
                 name="overlap_md",
             )
 
-    def _render_runs(self, panel, data):
-        rows = data.runs()
+    def _render_operations(self, panel, ops):
+        """The plugin's delegated operations (scheduled from the forms) with their state and
+        progress, and a button that re-reads them and reloads the App's dataset."""
+        row = panel.h_stack("ops_row", align_x="left", align_y="center", gap=1)
+        row.md("**Scheduled operations**", name="ops_title")
+        row.btn("refresh", label="Refresh", on_click=self.refresh, variant="outlined")
+        if ops is None:
+            panel.md("Could not read the delegated operations.", name="ops_md")
+            return
+        if not ops:
+            panel.md("None on this dataset.", name="ops_md")
+            return
+        lines = ["| operation | state | queued (UTC) |", "|---|---|---|"]
+        for r in ops:
+            state = _state_text(r) + (f": {r['error']}" if r["error"] else "")
+            lines.append(f"| {r['name']} | {state} | {r['queued_at']} |")
+        panel.md("\n".join(lines), name="ops_md")
+
+    def _render_runs(self, panel, data, ops=None):
+        rows = [dict(r, state="done") for r in data.runs()] + pending_runs(ops or [])
         if not rows:
             return
-        lines = ["| run | embeddings | seed | points | neighbours |", "|---|---|---|---|---|"]
+        lines = [
+            "| run | state | embeddings | seed | points | neighbours |",
+            "|---|---|---|---|---|---|",
+        ]
         for r in rows:
             lines.append(
-                f"| {r['key']} | {r['embeddings']} | {r['seed']} | {r['n_samples']} | "
-                f"{r['redund_nn']} |"
+                f"| {r['key']} | {r['state']} | {r.get('embeddings', '')} | {r.get('seed', '')} "
+                f"| {r.get('n_samples', '')} | {r.get('redund_nn', '')} |"
             )
         panel.md("**ZCore runs**\n\n" + "\n".join(lines), name="runs_md")
 
@@ -801,8 +1014,24 @@ def _dropdown(choices):
     return view
 
 
-def _slider_view(lo, hi, step):
-    return types.SliderView(componentsProps={"slider": _slider(lo, hi, step)})
+def _slider_view(lo, hi, step, precision):
+    # value_precision: the digits of the value label (FiftyOne's SliderView shows 6 otherwise)
+    return types.SliderView(
+        value_precision=precision, componentsProps={"slider": _slider(lo, hi, step)}
+    )
+
+
+def _digits(step):
+    """Decimals that show a value to ``step``: 0.01 -> 2, 0.0004 -> 4 (at most 6)."""
+    return int(min(6, max(0, np.ceil(-np.log10(step))))) if step > 0 else 2
+
+
+def _safe_operations(ctx):
+    """:func:`delegated_operations` of the event's dataset, ``None`` if they cannot be read."""
+    try:
+        return delegated_operations(ctx.dataset.name)
+    except Exception:  # noqa: BLE001 (a listing must not break the panel)
+        return None
 
 
 def _layout(panel, **kwargs):
