@@ -62,6 +62,17 @@ def wait_gone(pids, guard_s=120):
     return [p for p in pids if not process_gone(p)]
 
 
+def run_queued(ds):
+    """Runs the one queued delegated operation of ``ds`` in this process (as a worker would) and
+    returns it, finished."""
+    from fiftyone.operators.delegated import DelegatedOperationService
+
+    svc = DelegatedOperationService()
+    (op,) = [o for o in svc.list_operations(dataset_name=ds.name) if o.run_state == "queued"]
+    svc.execute_operation(op)
+    return svc.get(op.id)
+
+
 def pytest_sessionstart(session):
     """Refuse to run unless FiftyOne is connected to this session's own mongod."""
     try:

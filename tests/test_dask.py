@@ -138,7 +138,7 @@ def test_compute_operator_delegated_on_a_dask_cluster(client, make_dataset, monk
     in ZCORE_DASK_SCHEDULERS by the server's owner) and writes the same scores as the in-process
     engine; an immediate run is refused."""
     import fiftyone.operators as foo
-    from fiftyone.operators.delegated import DelegatedOperationService
+    from conftest import run_queued
     from fiftyone.operators.executor import ExecutionError
 
     from zcore import zcore_scores
@@ -152,10 +152,7 @@ def test_compute_operator_delegated_on_a_dask_cluster(client, make_dataset, monk
         foo.execute_operator(uri, ctx={"dataset": ds, "params": params})
     r = foo.execute_operator(uri, ctx={"dataset": ds, "params": params}, request_delegation=True)
     assert r.error is None, r.error
-    svc = DelegatedOperationService()
-    (op,) = svc.list_operations(dataset_name=ds.name)
-    svc.execute_operation(op)
-    op = svc.get(op.id)
+    op = run_queued(ds)  # the only operation queued
     assert op.run_state == "completed", op.result and op.result.error
     ds.reload()
     np.testing.assert_array_equal(np.array(ds.values("zcore_score")), zcore_scores(X, **fast))

@@ -23,6 +23,7 @@ from zcore.core import dask_access as da
 distributed = pytest.importorskip("distributed")
 
 import fiftyone.operators as foo  # noqa: E402
+from conftest import run_queued  # noqa: E402
 
 COMPUTE = "@zcore/zcore/compute_zcore"
 FAST = {"n_samples": 300, "redund_nn": 10, "seed": 3}
@@ -173,16 +174,7 @@ def _delegated(ds, params):
         COMPUTE, ctx={"dataset": ds, "params": params}, request_delegation=True
     )
     assert r.error is None, r.error
-    return _run_queued(ds)
-
-
-def _run_queued(ds):
-    from fiftyone.operators.delegated import DelegatedOperationService
-
-    svc = DelegatedOperationService()
-    (op,) = [o for o in svc.list_operations(dataset_name=ds.name) if o.run_state == "queued"]
-    svc.execute_operation(op)
-    return svc.get(op.id)
+    return run_queued(ds)
 
 
 def test_operator_refuses_a_hostile_unlisted_cluster_before_reading(
@@ -211,7 +203,7 @@ def test_operator_refuses_a_hostile_unlisted_cluster_before_reading(
     )
     assert r.error is None, r.error
     monkeypatch.setenv(da.SCHEDULERS_ENV, "tcp://127.0.0.1:1")  # another one does not count
-    op = _run_queued(ds)
+    op = run_queued(ds)
     assert op.run_state == "failed"
     assert "is not allowed on this server" in str(op.result.error)
     # execute() itself, without FiftyOne's validation of the form

@@ -401,7 +401,7 @@ def test_operator_form_marks_invalid_input(datasets):
 
 def test_operator_delegated_runs_in_process(datasets):
     import fiftyone.operators as foo
-    from fiftyone.operators.delegated import DelegatedOperationService
+    from conftest import run_queued
 
     from zcore.evaluation import load_evaluation
 
@@ -411,11 +411,7 @@ def test_operator_delegated_runs_in_process(datasets):
     )
     assert r.error is None, r.error
     assert "zcore_evaluation" not in ds.list_runs()  # only queued so far
-    svc = DelegatedOperationService()
-    ops = svc.list_operations(dataset_name=ds.name)
-    assert len(ops) == 1
-    svc.execute_operation(ops[0])
-    op = svc.get(ops[0].id)
+    op = run_queued(ds)  # the only operation queued
     assert op.run_state == "completed", op.result and op.result.error
     assert len(op.result.result["table"]) == 4
     # progress reached the operation's status through ctx.set_progress

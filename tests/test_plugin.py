@@ -8,8 +8,7 @@ import fiftyone as fo
 import fiftyone.operators as foo
 import numpy as np
 import pytest
-from conftest import PLUGIN_NAME
-from fiftyone.operators.delegated import DelegatedOperationService
+from conftest import PLUGIN_NAME, run_queued
 from fiftyone.operators.executor import ExecutionError
 from oracle import oracle_scores
 
@@ -277,11 +276,7 @@ def test_compute_operator_delegated_with_workers(make_dataset):
     )
     assert r.error is None, r.error
     assert "zcore_score" not in ds.get_field_schema()  # only queued so far
-    svc = DelegatedOperationService()
-    ops = svc.list_operations(dataset_name=ds.name)
-    assert len(ops) == 1
-    svc.execute_operation(ops[0])
-    op = svc.get(ops[0].id)
+    op = run_queued(ds)  # the only operation queued
     assert op.run_state == "completed", op.result and op.result.error
     ds.reload()
     np.testing.assert_array_equal(_scores(ds), zcore.zcore_scores(X, **FAST))
