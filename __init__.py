@@ -313,7 +313,8 @@ class SelectCoreset(foo.Operator):
             return types.Property(inputs)
         method = _method_inputs(ctx, inputs, view)
         _size_inputs(ctx, inputs, n_scored)
-        _preview(ctx, inputs, view, score_field, method, n_scored)
+        n_keep = _preview(ctx, inputs, view, score_field, method, n_scored)
+        _check_balance(ctx, inputs, view, n_keep)
 
         dataset = view._root_dataset
         name_prop = inputs.str(
@@ -663,7 +664,7 @@ def _free_view_name(dataset, base):
 def _preview(ctx, inputs, view, score_field, method, n_scored):
     """How many samples the request keeps, before Execute; an invalid request (a size that
     keeps nothing, a threshold above every score, a threshold with a method that takes a
-    budget) disables Execute with its reason."""
+    budget) disables Execute with its reason. Returns the count, or ``None`` when invalid."""
     kwargs = _size_kwargs(
         ctx.params,
         {
@@ -683,10 +684,10 @@ def _preview(ctx, inputs, view, score_field, method, n_scored):
         n_keep = zc.select_coreset(view, score_field=score_field, method="topk", **kwargs).count()
     except ValueError as e:
         form_error(inputs, "preview", str(e))
-        return
+        return None
     if n_keep == 0:
         form_error(inputs, "preview", "This keeps no sample: lower the threshold or raise the size")
-        return
+        return None
     if method == "topk" or "threshold" in kwargs:
         how = f"highest '{score_field}' first"
     elif method == DEFAULT_METHOD:
@@ -698,17 +699,19 @@ def _preview(ctx, inputs, view, score_field, method, n_scored):
         "preview",
         types.Notice(label=f"{upto}{n_keep:,} of {n_scored:,} scored samples will be kept ({how})"),
     )
+    return n_keep
 
 
 def _vector_fields(view):
     """Vector fields of ``view`` that hold values (a declared field with no values, e.g. an
     unused ``logits``, is not offered as embeddings)."""
-    is_vector = is_vector_field
     schema = view.get_field_schema(flat=True)
-    names = [name for name, field in schema.items() if is_vector(field)]
+    names = [name for name, field in schema.items() if is_vector_field(field)]
     if view._has_frame_fields():  # frame-level embeddings: every frame is scored
         frame_schema = view.get_frame_field_schema(flat=True)
-        names += ["frames." + name for name, field in frame_schema.items() if is_vector(field)]
+        names += [
+            "frames." + name for name, field in frame_schema.items() if is_vector_field(field)
+        ]
     if getattr(view, "_is_patches", False):
         # embeddings stored as label attributes are often undeclared; arrays show up untyped
         prefix = view.patches_field + "."
@@ -716,7 +719,7 @@ def _vector_fields(view):
         names += [
             name
             for name, field in dynamic.items()
-            if name.startswith(prefix) and (field is None or is_vector(field))
+            if name.startswith(prefix) and (field is None or is_vector_field(field))
         ]
     return sorted(f for f in set(names) if view.count(f) > 0)
 
@@ -983,7 +986,7 @@ def _balance_inputs(ctx, inputs, view):
     choices = types.DropdownView()
     for f in fields:
         choices.add_choice(f, label=f)
-    prop = inputs.enum(
+    inputs.enum(
         "balance_by",
         fields,
         label="Balance by (optional)",
@@ -999,21 +1002,16 @@ def _balance_inputs(ctx, inputs, view):
     quota.add_choice("proportional", label="Proportional to each value's samples")
     quota.add_choice("equal", label="Equal per value")
     inputs.enum("balance", ["proportional", "equal"], default="proportional", view=quota)
+
+
+def _check_balance(ctx, inputs, view, n_keep):
+    """A budget of ``n_keep`` (the preview's count; ``None``: the size is invalid already) must
+    keep one sample per value of the balance field."""
+    field = ctx.params.get("balance_by") or None
+    prop = inputs.properties.get("balance_by")
+    if field is None or prop is None or n_keep is None:
+        return
     n_values = len(view.distinct(zc.balance_path(view, field)))
-    n_scored = view.exists(ctx.params.get("score_field") or zc.DEFAULT_SCORE_FIELD).count()
-    try:
-        n_keep = (
-            zc.select_coreset(
-                view,
-                score_field=ctx.params.get("score_field") or zc.DEFAULT_SCORE_FIELD,
-                method="topk",
-                **_size_kwargs(ctx.params, {"size_mode": "fraction", "fraction": 0.1}),
-            ).count()
-            if n_scored
-            else 0
-        )
-    except ValueError:
-        return  # the size's own error is shown by the preview
     if n_keep < n_values:
         prop.invalid = True
         prop.error_message = (

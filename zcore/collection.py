@@ -183,7 +183,7 @@ def compute_zcore(
             )
         finally:
             held.release()
-            if progress is not None and hasattr(progress, "close"):
+            if progress is not None:
                 progress.close()
 
 
