@@ -329,7 +329,12 @@ class SelectCoreset(foo.Operator):
         inputs.bool("show", label="Show the coreset in the App", default=True)
         name = ctx.params.get("view_name")
         try:
-            zc.check_view_name(dataset, name, overwrite=bool(ctx.params.get("overwrite", False)))
+            zc.check_view_name(
+                dataset,
+                name,
+                overwrite=bool(ctx.params.get("overwrite", False)),
+                remedy="type another name, or tick 'Overwrite an existing saved view'",
+            )
         except ValueError as e:
             name_prop.invalid = True
             name_prop.error_message = str(e)
@@ -686,7 +691,15 @@ def _preview(ctx, inputs, view, score_field, method, n_scored):
         form_error(inputs, "preview", str(e))
         return None
     if n_keep == 0:
-        form_error(inputs, "preview", "This keeps no sample: lower the threshold or raise the size")
+        if "threshold" in kwargs:
+            top = view.bounds(score_field)[1]
+            why = (
+                f"No score reaches {kwargs['threshold']:g} (the highest is {top:.3f}): "
+                "lower the threshold"
+            )
+        else:
+            why = "This keeps no sample: raise the count or the fraction"
+        form_error(inputs, "preview", why)
         return None
     if method == "topk" or "threshold" in kwargs:
         how = f"highest '{score_field}' first"
@@ -882,8 +895,10 @@ def _size_inputs(ctx, inputs, n):
             min=0.0,
             max=1.0,
             required=False,
+            # value_precision: two digits (FiftyOne's SliderView shows six otherwise)
             view=types.SliderView(
-                componentsProps={"slider": {"min": 0.0, "max": 1.0, "step": 0.01}}
+                value_precision=2,
+                componentsProps={"slider": {"min": 0.0, "max": 1.0, "step": 0.01}},
             ),
         )
     else:

@@ -62,7 +62,10 @@ def test_an_unscored_target_disables_execute(scored):
 @pytest.mark.parametrize(
     "params, reason",
     [
-        ({"size_mode": "threshold", "threshold": 1.5, "method": "topk"}, "keeps no sample"),
+        (
+            {"size_mode": "threshold", "threshold": 1.5, "method": "topk"},
+            "No score reaches 1.5 (the highest is 1.000): lower the threshold",
+        ),
         ({"size_mode": "size", "size": 0, "method": "topk"}, "keeps no sample"),
         ({"size_mode": "threshold", "threshold": 0.5, "method": "cluster_balanced"}, "Top scores"),
     ],

@@ -743,9 +743,10 @@ def check_coreset_request(
     )
 
 
-def check_view_name(dataset, name, *, overwrite=False, what="view_name"):
+def check_view_name(dataset, name, *, overwrite=False, what="view_name", remedy=None):
     """A saved-view name that is free on ``dataset`` (by name and by slug) unless
-    ``overwrite``; ``ValueError`` saying what to do otherwise. Empty names pass (nothing saved)."""
+    ``overwrite``; ``ValueError`` saying what to do otherwise (``remedy``, default: the API's
+    words). Empty names pass (nothing saved)."""
     if not name:
         return
     if not isinstance(name, str):
@@ -763,7 +764,8 @@ def check_view_name(dataset, name, *, overwrite=False, what="view_name"):
             raise ValueError(
                 f"a saved view named {info['name']!r} exists"
                 + ("" if info["name"] == name else f" (same slug {slug!r} as {name!r})")
-                + f"; choose another {what} or pass overwrite=True"
+                + "; "
+                + (remedy or f"choose another {what} or pass overwrite=True")
             )
 
 
