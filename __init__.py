@@ -75,6 +75,9 @@ class ComputeZcore(foo.Operator):
         inputs.view_target(ctx, action_description="Score")
         view = ctx.target_view()
         n = view.count()
+        if n < 3:  # nothing else to fill in: the reason right under the target
+            form_error(inputs, "too_few", f"The target has {n} sample(s); ZCore needs at least 3")
+            return types.Property(inputs, view=types.View(label="Compute ZCore scores"))
 
         _embeddings_inputs(ctx, inputs)
         _score_field_input(ctx, inputs)
@@ -109,8 +112,6 @@ class ComputeZcore(foo.Operator):
             description="The score's hyperparameters, workers, GPU, cache, Dask, saving a view",
             default=False,
         )
-        if n < 3:
-            form_error(inputs, "too_few", f"The target has {n} sample(s); ZCore needs at least 3")
         if _show_advanced(ctx.params):
             _advanced_compute_inputs(ctx, inputs, n)
         return types.Property(inputs, view=types.View(label="Compute ZCore scores"))

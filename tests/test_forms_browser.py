@@ -108,6 +108,7 @@ def test_the_forms_catch_what_would_fail_before_execute(app, tmp_path):
     # an empty view: both forms disabled, the reason on screen without scrolling
     assert "The target has 0 sample(s); ZCore needs at least 3" in r["empty_text"]
     assert "for the 0 target samples" not in r["empty_text"]
+    assert "Score field" not in r["empty_text"]  # nothing else to fill in
     assert r["empty_execute_disabled"] is True and r["empty_reason_visible"] is True
     assert "No sample of the target has a 'zcore_score' score" in r["empty_select_text"]
     assert r["empty_select_execute_disabled"] is True
