@@ -232,12 +232,25 @@ class TorchPrepared:
             length -= half
         return pos + (self.vals[base + pos].to(torch.float64) < q).to(pos.dtype)
 
-    def _l1(self, base, q, idx):
+    def _l1(self, dims, q, idx, t, v_t):
         """The law's L1 distances of the samples ``idx`` (``(m, w)``) to ``q`` (``(m, s)``) over
-        the dimensions at offsets ``base`` (``(m, s)``), float64, in the drawn order."""
+        the dimensions ``dims`` (``(m, s)``), float64, in the drawn order. ``v_t`` holds the
+        samples' values along each row's scan dimension ``t`` (read from the sorted column):
+        with one or two dimensions, whose sums do not depend on the order (IEEE addition is
+        commutative), it saves a gather."""
+        torch = self.torch
+        s = dims.shape[1]
+        if s == 1:
+            return v_t.to(torch.float64).sub_(q).abs_()
+        if s == 2:
+            rows = torch.arange(q.shape[0], device=q.device)
+            other = 1 - t
+            dist = v_t.to(torch.float64).sub_(q[rows, t][:, None]).abs_()
+            v = self.XT[dims[rows, other][:, None], idx].to(torch.float64)
+            return dist.add_(v.sub_(q[rows, other][:, None]).abs_())
         dist = None
-        for j in range(base.shape[1]):
-            v = self.cols[base[:, j : j + 1] + idx].to(self.torch.float64)
+        for j in range(s):
+            v = self.XT[dims[:, j : j + 1], idx].to(torch.float64)
             term = v.sub_(q[:, j : j + 1]).abs_()
             dist = term if dist is None else dist.add_(term)
         return dist
@@ -263,9 +276,9 @@ class TorchPrepared:
         left = torch.where(lo > 0, q - self.vals[base + (lo - 1).clamp(min=0)].double(), inf)
         right = torch.where(hi < n, self.vals[base + hi.clamp(max=n - 1)].double() - q, inf)
         gap, t = torch.minimum(left, right).max(dim=1)  # the dimension with the widest margin
-        start = base[rows, t] + lo[rows, t]
-        idx = self.order[start[:, None] + torch.arange(window, device=dev)].to(torch.int64)
-        dist = self._l1(base, q, idx)
+        start = base[rows, t] + lo[rows, t]  # the window: rows of sliding views
+        idx = self.order.unfold(0, window, 1)[start].to(torch.int64)
+        dist = self._l1(base // n, q, idx, t, self.vals.unfold(0, window, 1)[start])
         if exclude is not None:
             dist.masked_fill_(idx == exclude[:, None], math.inf)
         d, i, straddle = _topk(torch, dist, idx, k)
