@@ -22,7 +22,8 @@ For each case ``N:points:baseline_points:check_points`` on the same draws:
   (``auto``: compiled numba when installed, in one process) on the same points.
 
 On a machine with a GPU (about 3 minutes on an H200, most of it making the 1.28M x 512 matrix,
-the dense baseline and the CPU check)::
+the dense baseline and the CPU check; an estimate: not yet run there), after the engine's tests on
+the GPU (``pytest tests/test_engines.py -k windowed``, a few seconds)::
 
     python benchmarks/bench_gpu.py            # writes benchmarks/results/gpu.json
     python benchmarks/bench_gpu.py --quick    # smaller baseline and check, same engine figures

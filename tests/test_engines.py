@@ -192,12 +192,16 @@ def test_engines_agree_with_each_other_and_the_oracle(dataset, sample_dim, k, ex
     np.testing.assert_allclose(engine_scores(cov0, pen0, shift, init), expected, rtol=0, atol=1e-9)
 
 
-@pytest.mark.parametrize("batch", [1, 37, None])
-def test_torch_windowed_search_matches_numpy(batch):
+@pytest.mark.parametrize(
+    "device,batch", [("cpu", 1), ("cpu", 37), ("cpu", None), ("cuda", 37), ("cuda", None)]
+)
+def test_torch_windowed_search_matches_numpy(device, batch):
     """Collections larger than the windows, with ties and duplicated rows: the windowed searches,
     their exactness check, the full-search fallback and the window's growth and shrinking all
-    run (CPU torch, the code path of a GPU)."""
-    pytest.importorskip("torch")
+    run (CPU torch, the code path of a GPU; on a GPU too when there is one)."""
+    torch = pytest.importorskip("torch")
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no GPU here")
     from zcore.core.engine_torch import TorchKnobs
     from zcore.core.engines import ENGINES
     from zcore.core.law import accumulate_numpy, fixed_point_shift
@@ -215,7 +219,7 @@ def test_torch_windowed_search_matches_numpy(batch):
     for window in (None, k + 1, 200):
         knobs = TorchKnobs(batch=batch, window=window)
         got = _run_prepared(
-            ENGINES["torch"].prepare(X, device="cpu", knobs=knobs), dims, coords, k, 4.0, shift
+            ENGINES["torch"].prepare(X, device=device, knobs=knobs), dims, coords, k, 4.0, shift
         )
         np.testing.assert_array_equal(got[0], expected[0], err_msg=f"coverage, {knobs}")
         np.testing.assert_array_equal(got[1], expected[1], err_msg=f"penalty, {knobs}")
