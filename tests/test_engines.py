@@ -134,11 +134,17 @@ def _all_results(X, dims, coords, k, exp, shift):
         def torch_engine(**knobs):
             return ENGINES["torch"].prepare(X, device="cpu", knobs=TorchKnobs(**knobs))
 
-        results["torch"] = _run_prepared(torch_engine(batch=13), dims, coords, k, exp, shift)
-        # windows of k + 1 sorted positions: the exactness check, its fallback and ties
-        for window in (k + 1, 2 * k + 8):
-            results[f"torch-window-{window}"] = _run_prepared(
-                torch_engine(batch=13, window=window), dims, coords, k, exp, shift
+        results["torch"] = _run_prepared(torch_engine(), dims, coords, k, exp, shift)
+        # small windows: the exactness check, its fallback and ties; one-row fallback chunks
+        variants = {
+            "window-1": {"batch": 13, "window": 1},
+            "window-k+1": {"batch": 13, "window": k + 1},
+            "window-2k+8": {"batch": 13, "window": 2 * k + 8},
+            "chunked": {"batch": 13, "window": k + 1, "batch_bytes": 1},
+        }
+        for name, knobs in variants.items():
+            results[f"torch-{name}"] = _run_prepared(
+                torch_engine(**knobs), dims, coords, k, exp, shift
             )
     return results
 
@@ -184,6 +190,39 @@ def test_engines_agree_with_each_other_and_the_oracle(dataset, sample_dim, k, ex
     np.testing.assert_allclose(np.ldexp(pen0.astype(np.float64), -shift), o_pen, rtol=0, atol=1e-9)
     expected = normalise(o_cov - o_pen + init)
     np.testing.assert_allclose(engine_scores(cov0, pen0, shift, init), expected, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "device,batch", [("cpu", 1), ("cpu", 37), ("cpu", None), ("cuda", 37), ("cuda", None)]
+)
+def test_torch_windowed_search_matches_numpy(device, batch):
+    """Collections larger than the windows, with ties and duplicated rows: the windowed searches,
+    their exactness check, the full-search fallback and the window's growth and shrinking all
+    run (CPU torch, the code path of a GPU; on a GPU too when there is one)."""
+    torch = pytest.importorskip("torch")
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no GPU here")
+    from zcore.core.engine_torch import TorchKnobs
+    from zcore.core.engines import ENGINES
+    from zcore.core.law import accumulate_numpy, fixed_point_shift
+
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(3000, 6)).astype(np.float32)
+    X[:, 1] = np.round(X[:, 1] * 2)  # a coarse dimension: long runs of equal values
+    X[1000:1400] = X[:400]  # duplicated rows
+    X[2000:2100] = X[2100:2200] = X[2200]  # a block of 300 identical rows (ties straddle k)
+    n_points = 300
+    _, dims, coords = _draws(X, n_points, 2, 3)
+    shift = fixed_point_shift(n_points)
+    k = 40
+    expected = _run(accumulate_numpy, X, dims, coords, k, 4.0, shift)
+    for window in (None, k + 1, 200):
+        knobs = TorchKnobs(batch=batch, window=window)
+        got = _run_prepared(
+            ENGINES["torch"].prepare(X, device=device, knobs=knobs), dims, coords, k, 4.0, shift
+        )
+        np.testing.assert_array_equal(got[0], expected[0], err_msg=f"coverage, {knobs}")
+        np.testing.assert_array_equal(got[1], expected[1], err_msg=f"penalty, {knobs}")
 
 
 def test_numba_engine_larger_problem_matches_numpy():

@@ -11,8 +11,8 @@ changes the time, never the scores.
   work per point;
 - ``"numba"``: compiled, sorted scans over the point's dimensions (needs ``numba``;
   :mod:`zcore.core.engine_numba`, tuned by :class:`~zcore.core.engine_numba.NumbaKnobs`);
-- ``"torch"``: batched dense distances on a torch device (needs ``torch``; ``device="cuda"`` for
-  a GPU; :mod:`zcore.core.engine_torch`, tuned by :class:`~zcore.core.engine_torch.TorchKnobs`);
+- ``"torch"``: batched windowed searches in sorted columns on a torch device (needs ``torch``;
+  ``device="cuda"`` for a GPU; :mod:`zcore.core.engine_torch`, tuned by :class:`~zcore.core.engine_torch.TorchKnobs`);
 - ``"auto"``: ``"numba"`` when numba is importable, else ``"numpy"`` (torch only when asked for,
   by name or by passing ``device``).
 
@@ -20,8 +20,6 @@ Adding an engine: a module with ``accumulate(X, dims, coords, coverage, penalty,
 shift, progress=None)`` (or a per-matrix preparation), an :class:`Engine` subclass here, its name
 in :data:`ENGINES` and in :data:`zcore.core.config.ENGINE_CHOICES`.
 """
-
-import functools
 
 from .law import accumulate_numpy
 
@@ -127,13 +125,8 @@ class TorchEngine(Engine):
         from . import engine_torch
 
         self.check(device)
-        knobs = knobs or engine_torch.TorchKnobs()
-        run = functools.partial(
-            engine_torch.accumulate_torch,
-            device=device or "cpu",
-            batch=knobs.batch,
-            window=knobs.window,
-        )
+        prepared = engine_torch.prepare_torch(X, device=device or "cpu", knobs=knobs)
+        run = prepared.accumulate
         return PreparedEngine(self.name, X, run)
 
 
