@@ -603,3 +603,23 @@ def test_a_selection_operation_is_named_by_its_field_and_size():
 def test_refresh_reloads_the_dataset(scored, triggers):
     _call(scored, "refresh", {})
     assert _sent(triggers, "reload_dataset")
+
+
+def test_the_panel_shows_the_recorded_evaluations(scored):
+    props = _render(scored, {})
+    assert "None yet" in _md(props, "eval_md") and "evaluation_key" not in props
+
+    kw = {"label_field": "ground_truth", "embeddings": "embeddings", "prune": (0.5,), "seeds": 2}
+    first = zcore.evaluate_coreset(scored, methods=("topk",), seed=0, run_key="eval_a", **kw)
+    second = zcore.evaluate_coreset(scored, methods=("stratified",), seed=1, run_key="eval_b", **kw)
+    props = _render(scored, {})
+    # the newest by default: its table (the stored result's) and its plot (one line per method)
+    md = _md(props, "eval_md")
+    assert md.startswith("`eval_b`: labels `ground_truth`, embeddings `embeddings`")
+    assert second.to_markdown() in md and first.to_markdown() not in md
+    plot = props["eval_plot"].view
+    assert [t["name"] for t in plot.data] == [t["name"] for t in second.plot_traces()]
+    assert props["evaluation_key"].type.values == ["eval_a", "eval_b"]
+    # choosing the other one shows it
+    md = _md(_render(scored, {"evaluation_key": "eval_a"}), "eval_md")
+    assert first.to_markdown() in md and md.startswith("`eval_a`")

@@ -49,6 +49,16 @@ def app(tmp_path):
     zcore.compute_zcore(ds, embeddings="pixels", seed=0, component_fields=True, **FAST)
     zcore.compute_zcore(ds, embeddings="pixels", score_field="zcore_seed1", seed=1, **FAST)
     ds.save_view(TAKEN, ds.limit(3))
+    zcore.evaluate_coreset(
+        ds,
+        label_field="ground_truth",
+        embeddings="pixels",
+        score_field="zcore_score",
+        methods=("topk",),
+        prune=(0.5,),
+        seeds=2,
+        seed=0,
+    )
     import fiftyone.operators as foo
     from fiftyone.operators.delegated import DelegatedOperationService
 
@@ -85,7 +95,9 @@ def test_coreset_panel_in_the_app(app, tmp_path):
     assert result["overflow"] == [] and result["overflow_end"] == []
     assert result["clipped_buttons"] == []
     assert all(abs(d) <= 8 for d in result["button_offsets"])  # level with the input boxes
-    assert len(result["legends"]) == 2 and all(len(names) == 2 for names in result["legends"])
+    # (the histogram, the class shares, the evaluation's methods against random)
+    hist, classes, evaluation = result["legends"]
+    assert len(hist) == 2 and len(classes) == 2 and evaluation == ["topk", "random"]
     assert result["menu_icon"] is not None
     for width, box in result["plot_widths"]:
         assert width <= box + 1
@@ -105,6 +117,15 @@ def test_coreset_panel_in_the_app(app, tmp_path):
     assert ds.load_saved_view(TAKEN).values("id") == ds.limit(3).values("id")
     # "Run select_coreset…" from the kept set opens on the panel's view (all 40 samples).
     assert result["prompt_preview"].endswith(f"of {N} scored samples will be kept")
+    assert result["prompt_execute_disabled"] is False  # the panel's params make a valid form
+    # the recorded evaluation: the stored table's rows and the plot
+    evaluation = zcore.load_evaluation(ds)
+    ev = result["evaluations"]
+    assert ev.startswith("Coreset evaluations") and "Evaluate coreset…" in ev
+    for row in evaluation.summary:
+        assert f"{100 * row['mean']:.2f} ± {100 * row['std']:.2f}" in ev
+    assert evaluation.rule in ev
+    assert result["evaluation_plot"] == 1
 
     # The counts the panel showed are select_coreset's.
     assert result["initial"] == {

@@ -10,6 +10,8 @@ select_coreset(samples, ...)
     A view of the top-scoring samples.
 evaluate_coreset(samples, *, label_field, ...)
     Does the coreset beat random on your labels? Linear-probe accuracy vs random subsets.
+load_evaluation(samples, run_key=...)
+    A recorded evaluation again (its table, ``to_markdown()``, and plot, ``plot()``).
 """
 
 from .core.budget import select_top_indices
@@ -21,6 +23,7 @@ __all__ = [
     "compute_zcore",
     "select_coreset",
     "evaluate_coreset",
+    "load_evaluation",
 ]
 
 
@@ -30,8 +33,8 @@ def __getattr__(name):
         from . import collection
 
         return getattr(collection, name)
-    if name == "evaluate_coreset":
+    if name in ("evaluate_coreset", "load_evaluation"):
         from . import evaluation
 
-        return evaluation.evaluate_coreset
+        return getattr(evaluation, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -28,12 +28,14 @@ import fiftyone.operators.types as types
 import numpy as np
 
 from . import collection as zc
+from . import evaluation as zev
 from .core.budget import select_top_indices
 
 MODES = ("fraction", "size", "threshold")
 MODE_LABELS = {"fraction": "Fraction", "size": "Count", "threshold": "Score threshold"}
 SELECT_URI = "@zcore/zcore/select_coreset"
 COMPUTE_URI = "@zcore/zcore/compute_zcore"
+EVALUATE_URI = "@zcore/zcore/evaluate_coreset"
 HIST_BINS = 40
 #: The histogram and the threshold slider span these quantiles of the scores (ZCore scores are
 #: min-max normalised, so min-max is always 0-1 while most scores sit in a narrow band); scores
@@ -287,6 +289,16 @@ class _Data:
     def embeddings_of(self, score_field):
         read = lambda: _recorded_embeddings(self.view, score_field)  # noqa: E731
         return self._get(("embeddings_of", score_field), read)
+
+    def evaluations(self):
+        """``{run key: Evaluation}`` of the coreset evaluations recorded on the dataset."""
+        return self._get(("evaluations",), lambda: evaluations_of(self.view))
+
+
+def evaluations_of(view):
+    """``{run key: Evaluation}``: every coreset evaluation recorded on ``view``'s dataset
+    (:func:`zcore.evaluation.evaluate_coreset`), oldest first."""
+    return {key: zev.load_evaluation(view, key) for key in zev.list_evaluations(view)}
 
 
 def scores_of(view, field):
@@ -778,6 +790,10 @@ class CoresetPanel(foo.Panel):
     def run_compute(self, ctx):
         ctx.prompt(COMPUTE_URI)
 
+    def run_evaluate(self, ctx):
+        """Opens the *evaluate coreset* operator (delegated by default) on the panel's view."""
+        ctx.prompt(EVALUATE_URI)
+
     # --- layout: one method per section, top to bottom
 
     def render(self, ctx):
@@ -801,6 +817,7 @@ class CoresetPanel(foo.Panel):
         ops = _safe_operations(ctx)
         self._render_operations(panel, ops)
         self._render_runs(panel, data, ops)
+        self._render_evaluations(ctx, panel, data)
         return _layout(panel, gap=2)
 
     def _render_empty(self, panel):
@@ -1001,6 +1018,66 @@ class CoresetPanel(foo.Panel):
                 f"| {r.get('n_samples', '')} | {r.get('redund_nn', '')} |"
             )
         panel.md("**ZCore runs**\n\n" + "\n".join(lines), name="runs_md")
+
+    def _render_evaluations(self, ctx, panel, data):
+        """The recorded coreset evaluations (does the coreset beat random on the dataset's own
+        labels?): the chosen one's table and plot, newest by default; and a button that opens
+        the *evaluate coreset* operator."""
+        row = panel.h_stack("eval_row", align_x="left", align_y="center", gap=1)
+        row.md("**Coreset evaluations**", name="eval_title")
+        row.btn("evaluate", label="Evaluate coreset…", on_click=self.run_evaluate)
+        evals = data.evaluations()
+        if not evals:
+            panel.md(
+                "None yet: *Evaluate coreset…* fits a linear probe on each method's coreset and on "
+                "random subsets of the same size, on the samples that have labels.",
+                name="eval_md",
+            )
+            return
+        keys = list(evals)
+        key = ctx.panel.state.get("evaluation_key")
+        key = key if key in evals else keys[-1]
+        if len(keys) > 1:
+            panel.enum(
+                "evaluation_key",
+                keys,
+                default=keys[-1],
+                label="Evaluation",
+                view=_dropdown(keys),
+                on_change=self.on_change,
+            )
+        result = evals[key]
+        info = result.info
+        emb = info.get("embeddings") or ""
+        emb = ", ".join(emb) if isinstance(emb, list | tuple) else emb
+        panel.md(
+            f"`{key}`: labels `{info.get('label_field', '')}`, embeddings `{emb}`; "
+            f"{info['n_pool']:,} samples to select from, {info['n_test']:,} held out\n\n"
+            + result.to_markdown(),
+            name="eval_md",
+        )
+        layout = dict(
+            result.plot_layout(),
+            height=PLOT_HEIGHT + 40,
+            width=PLOT_WIDTH,
+            margin={"l": 55, "r": 15, "t": 50, "b": 50},
+            title={
+                "text": "Probe accuracy vs kept fraction",
+                "font": {"size": 13},
+                "x": 0,
+                "xanchor": "left",
+            },
+            showlegend=True,
+            legend={"orientation": "h", "x": 1, "xanchor": "right", "y": 1.02, "yanchor": "bottom"},
+        )
+        layout["xaxis"] = dict(layout["xaxis"], range=[0, 1])  # kept fractions, even just one
+        panel.plot(
+            "eval_plot",
+            data=result.plot_traces(),
+            layout=layout,
+            config=_PLOT_CONFIG,
+            componentsProps=_PLOT_PROPS,
+        )
 
 
 #: The control values of one event (see :meth:`CoresetPanel._controls`).

@@ -251,7 +251,11 @@ try {
       return m ? m[0] : null;
     }, "the select form's preview")
   ).trim();
-  log(`select form: ${result.prompt_preview}`);
+  await page.waitForTimeout(1000); // the form re-resolves with the panel's params
+  result.prompt_execute_disabled = await modal
+    .getByRole("button", { name: "Execute", exact: true })
+    .isDisabled();
+  log(`select form: ${result.prompt_preview}; Execute disabled: ${result.prompt_execute_disabled}`);
   await page.screenshot({ path: path.join(SHOTS, "panel_select_prompt.png") });
   const cancel = modal.getByRole("button", { name: "Cancel", exact: true });
   if (await cancel.count()) await cancel.first().click();
@@ -292,6 +296,13 @@ try {
     }
   });
   await page.waitForTimeout(500);
+  // the recorded coreset evaluation: its table and its plot
+  const panelText = await panel.innerText();
+  result.evaluations = panelText.slice(panelText.indexOf("Coreset evaluations"));
+  result.evaluation_plot = await panel
+    .locator(".js-plotly-plot")
+    .filter({ hasText: "Probe accuracy vs kept fraction" })
+    .count();
   await page.screenshot({ path: path.join(SHOTS, "app_panel_bottom.png") });
 
   // "entry is loading" is thrown inside the App's state library (recoil replaceState) when a
