@@ -789,11 +789,19 @@ def _embeddings_inputs(ctx, inputs):
         return
 
     model_view = types.DropdownView()
-    for key, label, description in MODEL_CHOICES:
-        model_view.add_choice(key, label=label, description=description)
-    keys = [c[0] for c in MODEL_CHOICES]
-    inputs.enum("model", keys, default=keys[0], label="Model", view=model_view)
+    for choice in MODEL_CHOICES:
+        model_view.add_choice(choice.key, label=choice.label, description=choice.summary)
+    keys = [c.key for c in MODEL_CHOICES]
     model = ctx.params.get("model") or keys[0]
+    chosen = {c.key: c for c in MODEL_CHOICES}.get(model, MODEL_CHOICES[0])
+    inputs.enum(
+        "model",
+        keys,
+        default=keys[0],
+        label="Model",
+        description=chosen.description,
+        view=model_view,
+    )
     if model == "open-clip":
         inputs.str("clip_arch", label="open_clip architecture", default="ViT-B-32")
         inputs.str(

@@ -18,6 +18,7 @@ import zcore
 
 SCREENSHOTS = (
     "forms_compute.png",
+    "forms_model.png",
     "forms_points.png",
     "forms_taken_view.png",
     "forms_cluster_balanced.png",
@@ -82,6 +83,8 @@ def test_the_forms_catch_what_would_fail_before_execute(app, tmp_path):
     assert r["compile_hint"] is expect_hint
     # ... only vector fields that have values (ground_truth.logits has none)
     assert r["embedding_choices"] == ["embeddings"]
+    # the model dropdown and its list stay inside the dialog
+    assert r["model_overflow"] == [0, 0] and r["model_choices"]
     # every law input explains itself; absurd sampling points disable Execute
     assert "How many embedding dimensions each random point is drawn in" in r["advanced_text"]
     assert r["points_error"] == "Value must be less than 100000000"

@@ -372,8 +372,9 @@ def test_unknown_zoo_model_is_rejected():
 
 def test_registry_lists_the_three_sources():
     assert models.MODEL_KEYS == ("efficientnet-lite0", "open-clip", "zoo")
-    for key, label, description in models.MODEL_CHOICES:
+    for key, label, summary, description in models.MODEL_CHOICES:
         assert key and label and description
+        assert 0 < len(summary) <= 64  # one short line: the dropdown's list fits the dialog
 
 
 def test_unknown_model_key_lists_the_valid_keys():

