@@ -280,6 +280,7 @@ def _groups(labels):
     needs_embeddings=False,
     scores="required",
     ordered=True,
+    ranking="exact",
     options=(
         Option("keep", "choice", "keep the highest or the lowest scores", choices=("high", "low")),
     ),
@@ -970,6 +971,8 @@ def select(
     seed=None,
     dedup_threshold=None,
     return_duplicates=False,
+    include=None,
+    ranked=False,
     **options,
 ):
     """Run selection ``method`` (a registered name, :func:`zcore.core.registry.method_names`) and
@@ -980,8 +983,56 @@ def select(
     among the rest. ``options`` go to the method (e.g. ``n_clusters``, ``beta``,
     ``target_embeddings``) and are checked by its spec. ``return_duplicates``: return
     ``(indices, DuplicateGroups or None)``.
+
+    ``include``: row indices already in the coreset (e.g. the samples labelled so far); they
+    count against ``n_keep`` and the method completes them as its spec's ``include`` says
+    (:data:`zcore.core.registry.INCLUDE_MODES`: the method selects ``n_keep - len(include)``
+    among the other rows; near-duplicate removal, too, runs among the others). They come back
+    first. ``ranked``: return the rows in the order they enter the coreset as the budget grows
+    (:func:`select_ranked`).
     """
-    fn = get_method(method)
+    spec = get_spec(method)
+    if ranked:
+        out, dups = select_ranked(
+            method,
+            n_keep,
+            scores=scores,
+            embeddings=embeddings,
+            seed=seed,
+            dedup_threshold=dedup_threshold,
+            include=include,
+            **options,
+        )
+        return (out, dups) if return_duplicates else out
+    inc = check_include(include, _n_rows(scores, embeddings))
+    if inc.size:
+        n_keep = check_int(n_keep, "n_keep", min_value=0)
+        if inc.size > n_keep:
+            raise ValueError(
+                f"{inc.size} samples to include but the budget is {n_keep}: raise the budget to "
+                f"at least {inc.size} or include fewer samples"
+            )
+        rest = np.setdiff1d(np.arange(_n_rows(scores, embeddings)), inc)
+        s = _as_scores(scores)
+        X = _as_embeddings(embeddings)
+        dups = None
+        sub = np.empty(0, dtype=np.int64)
+        if n_keep > inc.size:
+            sub, dups = select(
+                method,
+                n_keep - inc.size,
+                scores=None if s is None else s[rest],
+                embeddings=None if X is None else X[rest],
+                seed=seed,
+                dedup_threshold=dedup_threshold,
+                return_duplicates=True,
+                **options,
+            )
+        if dups is not None:  # back to the caller's rows
+            dups = DuplicateGroups(keep=rest[dups.keep], groups=[rest[g] for g in dups.groups])
+        out = np.concatenate([inc, rest[sub]]).astype(np.int64)
+        return (out, dups) if return_duplicates else out
+    fn = spec.function
     dups = None
     if dedup_threshold is None:
         out = fn(scores, embeddings, n_keep, seed=seed, **options)
@@ -992,9 +1043,105 @@ def select(
         keep = dups.keep
         sub = fn(None if s is None else s[keep], X[keep], n_keep, seed=seed, **options)
         out = keep[sub]
-        if not get_spec(method).ordered:
+        if not spec.ordered:
             out = np.sort(out)
     return (out, dups) if return_duplicates else out
+
+
+def _n_rows(scores, embeddings):
+    if embeddings is not None:
+        return len(embeddings)
+    if scores is not None:
+        return len(scores)
+    raise ValueError("pass scores and/or embeddings")
+
+
+def check_include(include, n):
+    """``include`` as an int64 array of distinct row indices in ``[0, n)``, in the given order;
+    ``ValueError`` saying which are out of range or repeated."""
+    if include is None:
+        return np.empty(0, dtype=np.int64)
+    inc = np.asarray(include)
+    if inc.size == 0:
+        return np.empty(0, dtype=np.int64)
+    if inc.ndim != 1 or not np.issubdtype(inc.dtype, np.integer):
+        raise ValueError(f"include must be a 1-d array of row indices; got {inc.dtype} {inc.shape}")
+    bad = inc[(inc < 0) | (inc >= n)]
+    if bad.size:
+        raise ValueError(f"include has rows outside 0..{n - 1}: {bad[:5].tolist()}")
+    u, counts = np.unique(inc, return_counts=True)
+    if (counts > 1).any():
+        raise ValueError(f"include repeats rows {u[counts > 1][:5].tolist()}: pass each once")
+    return inc.astype(np.int64)
+
+
+def rank_sizes(n_keep, n_included=0):
+    """The coreset sizes at which :func:`select_ranked` grows a ``"nested"`` method: ``n_keep``
+    halved (rounding up) down to 1, increasing, those above ``n_included``."""
+    sizes = []
+    m = int(n_keep)
+    while m >= 1:
+        sizes.append(m)
+        if m == 1:
+            break
+        m = math.ceil(m / 2)
+    return [m for m in reversed(sizes) if m > n_included]
+
+
+def select_ranked(
+    method,
+    n_keep,
+    *,
+    scores=None,
+    embeddings=None,
+    seed=None,
+    dedup_threshold=None,
+    include=None,
+    **options,
+):
+    """The coreset in the order its rows enter it as the budget grows, and the near-duplicate
+    groups (or ``None``): ``(indices, DuplicateGroups or None)``.
+
+    The ``include`` rows come first (in the given order). Then, by the method's spec
+    ``ranking`` (:data:`zcore.core.registry.RANKING_MODES`):
+
+    - ``"exact"`` (``topk``): the method's own order, best first; every prefix of length ``m``
+      is the method's coreset of size ``m``;
+    - ``"nested"`` (all others): for each size ``m`` of :func:`rank_sizes` (``n_keep`` halved
+      down to 1), the rows that :func:`select` with ``include=<the previous prefix>`` and
+      the same seed adds, best score first (ties and no scores: lower index). The prefix of
+      length ``m`` is then the method's coreset of size ``m`` grown from the prefix before;
+      the first is its plain coreset of that size. Costs about twice one selection.
+
+    ``seed``: every step runs with the same int seed (``None`` or a generator: one drawn).
+    """
+    spec = get_spec(method)
+    n = _n_rows(scores, embeddings)
+    inc = check_include(include, n)
+    n_keep = check_int(n_keep, "n_keep", min_value=0)
+    kw = dict(dedup_threshold=dedup_threshold, scores=scores, embeddings=embeddings, **options)
+    if spec.ranking == "exact":
+        out, dups = select(method, n_keep, seed=seed, include=inc, return_duplicates=True, **kw)
+        return out, dups
+    if inc.size > n_keep:
+        raise ValueError(
+            f"{inc.size} samples to include but the budget is {n_keep}: raise the budget to "
+            f"at least {inc.size} or include fewer samples"
+        )
+    if not isinstance(seed, (int, np.integer)):
+        seed = _child_seed(_rng(seed))
+    s = _as_scores(scores)
+    prefix, dups = inc, None
+    for m in rank_sizes(n_keep, inc.size):
+        got, dups = select(method, m, seed=int(seed), include=prefix, return_duplicates=True, **kw)
+        new = np.setdiff1d(got, prefix)
+        if s is not None:
+            v = np.where(np.isnan(s[new]), -np.inf, s[new])
+            new = new[np.lexsort((new, -v))]
+        prefix = np.concatenate([prefix, new]).astype(np.int64)
+        if len(got) < m:  # fewer rows eligible (or target's stopping rule): the order ends
+            break
+    return prefix, dups
 
 
 #: How :func:`select_balanced` shares the budget between groups.
