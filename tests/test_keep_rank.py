@@ -185,3 +185,70 @@ def test_include_a_view_of_another_dataset_is_refused(ds):
         assert "coreset_topk" not in ds.list_runs()
     finally:
         other.delete()
+
+
+# --- operator form ---------------------------------------------------------------------------
+
+
+def _form(ds, **params):
+    import fiftyone.operators as foo
+    from conftest import PLUGIN_NAME
+    from fiftyone.operators.executor import ExecutionContext
+
+    op = foo.get_operator(f"{PLUGIN_NAME}/select_coreset")
+    ctx = ExecutionContext(request_params={"dataset_name": ds.name, "params": params})
+    return op.resolve_input(ctx).type.properties
+
+
+def test_form_offers_the_tags_and_counts_the_included(ds):
+    props = _form(ds, size_mode="size", size=20, embeddings="emb")
+    assert props["include_tag"].type.values == ["labelled"] and "rank_field" not in props
+    assert "the included samples are in" in props["include_tag"].view.description
+    props = _form(ds, size_mode="size", size=20, embeddings="emb", include_tag="labelled")
+    assert not props["include_tag"].invalid
+    assert props["include_preview"].view.label == "8 of them already tagged 'labelled', 12 new"
+    assert "20 of 80" in props["preview"].view.label
+    props = _form(ds, size_mode="threshold", threshold=0.1)
+    assert "include_tag" not in props and "ranked" not in props
+
+
+@pytest.mark.parametrize(
+    "params, prop, match",
+    [
+        ({"size": 5, "include_tag": "labelled"}, "include_tag", "keep at least 8"),
+        (
+            {"size": 20, "include_tag": "labelled", "balance_by": "label"},
+            "include_tag",
+            "does not combine with Balance by",
+        ),
+        ({"size": 20, "ranked": True, "rank_field": "label"}, "rank_field", "StringField"),
+    ],
+)
+def test_form_marks_bad_include_and_rank_field(ds, params, prop, match):
+    props = _form(ds, size_mode="size", embeddings="emb", **params)
+    assert props[prop].invalid and match in props[prop].error_message
+
+
+def test_operator_grows_from_a_tag_and_writes_the_rank(ds):
+    import fiftyone.operators as foo
+    from conftest import PLUGIN_NAME
+    from fiftyone.operators.executor import ExecutionError
+
+    op = foo.get_operator(f"{PLUGIN_NAME}/select_coreset")
+    result = op(
+        ds,
+        size=15,
+        method="topk",
+        include_tag="labelled",
+        ranked=True,
+        rank_field="zrank",
+        view_name="grown",
+    )
+    assert result.result["count"] == 15
+    saved = ds.load_saved_view("grown")
+    assert set(ds.match_tags("labelled").values("id")) <= set(saved.values("id"))
+    assert sorted(saved.values("zrank")) == list(range(1, 16)) and ds.count("zrank") == 15
+    runs = ds.list_runs()
+    with pytest.raises(ExecutionError, match="keep at least 8"):
+        op(ds, size=4, method="topk", include_tag="labelled", view_name="small")
+    assert ds.list_runs() == runs and "small" not in ds.list_saved_views()
