@@ -32,11 +32,19 @@ def test_every_method_declares_include_and_ranking():
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_include_is_kept_counts_against_the_budget_and_the_rest_is_the_method(arrays, method):
+def test_include_is_kept_and_counts_against_the_budget(arrays, method):
+    X, s = arrays
+    inc = np.array([50, 12, 200, 3])  # row 3 has no score: included all the same
+    got = M.select(method, 30, scores=s, embeddings=X, seed=4, include=inc)
+    assert got[:4].tolist() == inc.tolist() and len(got) == len(set(got.tolist())) == 30
+    assert not np.isnan(s[got[4:]]).any()
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS if get_spec(m).include == "fill"])
+def test_fill_methods_select_the_rest_among_the_others(arrays, method):
     X, s = arrays
     inc = np.array([50, 12, 200])
     got = M.select(method, 30, scores=s, embeddings=X, seed=4, include=inc)
-    assert got[:3].tolist() == inc.tolist() and len(got) == len(set(got.tolist())) == 30
     # oracle: the method run on the pool without the included rows, for the remaining budget
     rest = np.setdiff1d(np.arange(240), inc)
     want = rest[M.select(method, 27, scores=s[rest], embeddings=X[rest], seed=4)]
@@ -252,3 +260,25 @@ def test_operator_grows_from_a_tag_and_writes_the_rank(ds):
     with pytest.raises(ExecutionError, match="keep at least 8"):
         op(ds, size=4, method="topk", include_tag="labelled", view_name="small")
     assert ds.list_runs() == runs and "small" not in ds.list_saved_views()
+
+
+def test_cluster_balanced_included_rows_fill_their_clusters_quota():
+    rng = np.random.default_rng(1)
+    labels = np.repeat(np.arange(4), 50)
+    X = rng.normal(size=(200, 4)).astype(np.float32)
+    s = rng.random(200)
+    kw = dict(scores=s, embeddings=X, seed=0, labels=labels, quota="equal", keep="high")
+    plain = M.select("cluster_balanced", 20, **kw)
+    assert np.bincount(labels[plain]).tolist() == [5, 5, 5, 5]
+    three = np.array([0, 1, 2])  # cluster 0: 3 of its 5 are in already
+    got = M.select("cluster_balanced", 20, include=three, **kw)
+    assert got[:3].tolist() == [0, 1, 2] and np.bincount(labels[got]).tolist() == [5, 5, 5, 5]
+    others = np.arange(3, 50)
+    best = others[np.argsort(-s[others], kind="stable")[:2]]
+    assert sorted(got[3:][labels[got[3:]] == 0].tolist()) == sorted(best.tolist())
+    eight = np.arange(8)  # cluster 0 over its quota: the other 12 go to the clusters lacking
+    got = M.select("cluster_balanced", 20, include=eight, **kw)
+    assert np.bincount(labels[got]).tolist() == [8, 4, 4, 4]
+    # the default method (an alias of cluster_balanced) grows the same way
+    got = M.select("auto", 20, scores=s, embeddings=X, seed=0, include=eight)
+    assert got[:8].tolist() == list(range(8)) and len(set(got.tolist())) == 20

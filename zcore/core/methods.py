@@ -354,6 +354,7 @@ _N_CLUSTERS_HELP = (
     needs_embeddings=True,
     scores="optional",
     needs_scores_if=lambda o: o.get("keep", "auto") not in ("random", "closest"),
+    include="quota",
     options=(
         Option(
             "n_clusters",
@@ -391,6 +392,7 @@ _N_CLUSTERS_HELP = (
             minimum=0.0,
             maximum=1.0,
         ),
+        Option("include", "array", "rows already in the coreset (see select(include=...))"),
     ),
 )
 def cluster_balanced(
@@ -404,6 +406,7 @@ def cluster_balanced(
     keep="auto",
     labels=None,
     budget_fraction=BUDGET_FRACTION,
+    include=None,
 ):
     """k-means clusters of the embeddings, a quota of the budget per cluster, then the best
     samples of each cluster.
@@ -455,6 +458,12 @@ def cluster_balanced(
         Kept fraction below which the budget is small (what the ``"auto"`` options switch on);
         0 never switches (the behaviour before the switch was added: ``"sqrt"``,
         ``"proportional"``, ``"high"``).
+    include : (M,) int array, default=None
+        Rows already in the coreset (distinct, ``M <= n_keep``; kept even without a score). The
+        clusters and quotas are those of the whole budget over all rows; each included row
+        counts toward its cluster's quota, and the other ``n_keep - M`` are shared in
+        proportion to what each cluster still lacks (quota minus included, at least 0;
+        :func:`fill_quotas`), so regions already covered get less. They come back first.
 
     Returns
     -------
@@ -476,6 +485,15 @@ def cluster_balanced(
     rng = _rng(seed)
     n = len(X) if X is not None else len(np.asarray(labels))
     cand = _eligible(s, X) if X is not None else _eligible(s, np.empty((n, 0)))
+    inc = check_include(include, n)
+    if inc.size:
+        cand = np.union1d(cand, inc)
+        n_keep = check_int(n_keep, "n_keep", min_value=0)
+        if inc.size > n_keep:
+            raise ValueError(
+                f"{inc.size} samples to include but the budget is {n_keep}: raise the budget to "
+                f"at least {inc.size} or include fewer samples"
+            )
     n_keep = _check_n_keep(n_keep, cand.size)
     small = small_budget(cand.size, n_keep, budget_fraction)
     if quota == "auto":
@@ -508,6 +526,13 @@ def cluster_balanced(
     members = [cand[m] for m in members]
     sizes = np.array([len(m) for m in members])
     q = fill_quotas(sizes, n_keep, rng, weights=None if quota == "equal" else sizes)
+    if inc.size:  # included rows fill their cluster's quota; the rest goes where it is lacking
+        is_inc = np.zeros(n, dtype=bool)
+        is_inc[inc] = True
+        have = np.array([int(is_inc[m].sum()) for m in members])
+        members = [m[~is_inc[m]] for m in members]
+        avail = np.array([len(m) for m in members])
+        q = fill_quotas(avail, n_keep - inc.size, rng, weights=np.maximum(q - have, 0))
     if keep == "closest":
         if labels is None:
             ids, _ = _groups(lab)
@@ -517,7 +542,8 @@ def cluster_balanced(
         picked = [_closest(X, m, c, int(qi)) for c, m, qi in zip(cents, members, q) if qi]
     else:
         picked = [_pick_inside(m, int(qi), s, keep, rng) for m, qi in zip(members, q) if qi]
-    return np.sort(np.concatenate(picked)).astype(np.int64)
+    out = np.sort(np.concatenate(picked)) if picked else np.empty(0, dtype=np.int64)
+    return np.concatenate([inc, out]).astype(np.int64)
 
 
 @method(
@@ -1005,6 +1031,10 @@ def select(
         )
         return (out, dups) if return_duplicates else out
     inc = check_include(include, _n_rows(scores, embeddings))
+    if inc.size and spec.include == "quota":
+        return _select_quota_include(
+            spec, n_keep, inc, scores, embeddings, seed, dedup_threshold, return_duplicates, options
+        )
     if inc.size:
         n_keep = check_int(n_keep, "n_keep", min_value=0)
         if inc.size > n_keep:
@@ -1045,6 +1075,27 @@ def select(
         out = keep[sub]
         if not spec.ordered:
             out = np.sort(out)
+    return (out, dups) if return_duplicates else out
+
+
+def _select_quota_include(
+    spec, n_keep, inc, scores, embeddings, seed, dedup_threshold, return_duplicates, options
+):
+    """:func:`select` with ``include`` for a method whose spec's ``include`` is ``"quota"``: the
+    method takes ``include`` itself (near-duplicates removed first; included rows stay)."""
+    dups = None
+    if dedup_threshold is None:
+        out = spec.function(scores, embeddings, n_keep, seed=seed, include=inc, **options)
+    else:
+        X = _as_embeddings(embeddings, required=True, method="near-duplicate removal")
+        s = _as_scores(scores, n=len(X))
+        dups = near_duplicates(X, dedup_threshold, scores=s)
+        keep = np.union1d(dups.keep, inc)
+        pos = np.searchsorted(keep, inc)
+        sub = spec.function(
+            None if s is None else s[keep], X[keep], n_keep, seed=seed, include=pos, **options
+        )
+        out = keep[sub]
     return (out, dups) if return_duplicates else out
 
 

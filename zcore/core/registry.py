@@ -107,6 +107,10 @@ class MethodSpec:
 INCLUDE_MODES = {
     "fill": "the included samples are in and count against the budget; the method selects the "
     "rest of the budget among the other samples, as it would on a pool without them",
+    "quota": "the included samples are in, count against the budget and toward the quota of the "
+    "cluster they fall in (clusters and quotas of the whole budget over all samples); the rest "
+    "of the budget goes to the clusters in proportion to what they still lack, so regions "
+    "already covered get less",
 }
 
 #: What a method's ranked order is (``ranked=True``), by spec ``ranking``.
@@ -165,8 +169,9 @@ def alias(name, *, target, target_options, label, help):
     base = _REGISTRY[target]
     fixed = base.check_options(target_options)
 
-    def run(scores, embeddings, n_keep, *, seed=None):
-        return base.function(scores, embeddings, n_keep, seed=seed, **fixed)
+    def run(scores, embeddings, n_keep, *, seed=None, include=None):
+        extra = {} if include is None else {"include": include}
+        return base.function(scores, embeddings, n_keep, seed=seed, **fixed, **extra)
 
     run.__name__ = name
     run.__doc__ = f"``{target}`` with options {fixed or 'at their defaults'}: {help}"
