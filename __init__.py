@@ -1025,6 +1025,15 @@ def _include_inputs(ctx, inputs, view, spec):
             required=False,
             view=choices,
         )
+    saved = view._root_dataset.list_saved_views()
+    if saved:
+        inputs.enum(
+            "include_view",
+            saved,
+            label="Or grow from a saved view (optional)",
+            description="Its samples stay in the coreset and count against the budget",
+            required=False,
+        )
     inputs.bool(
         "ranked",
         label="Ranked (label the first ones first)",
@@ -1048,23 +1057,43 @@ def _check_include(ctx, inputs, view, n_keep):
     p = ctx.params
     tag = p.get("include_tag") or None
     prop = inputs.properties.get("include_tag")
+    saved = p.get("include_view") or None
+    if saved is not None and inputs.properties.get("include_view") is not None:
+        if tag is not None:
+            vprop = inputs.properties["include_view"]
+            vprop.invalid = True
+            vprop.error_message = "Grow from a tag or from a saved view, not both"
+            return
+        tag, prop = saved, inputs.properties["include_view"]
+        what = f"in the view '{saved}'"
+    else:
+        what = f"tagged '{tag}'"
     if tag is not None and prop is not None and n_keep is not None:
-        n_inc = view.match_tags(tag).count()
+        if saved is not None:
+            ids = set(view._root_dataset.load_saved_view(saved).values("id"))
+            n_inc = len(ids & set(view.values("id")))
+            if n_inc < len(ids):
+                prop.invalid = True
+                prop.error_message = (
+                    f"{len(ids) - n_inc:,} samples of '{saved}' are not in the target: "
+                    "select from a target that contains them, or grow from another view"
+                )
+                return
+        else:
+            n_inc = view.match_tags(tag).count()
         if p.get("balance_by"):
             prop.invalid = True
             prop.error_message = "Growing from tagged samples does not combine with Balance by"
         elif n_inc > n_keep:
             prop.invalid = True
             prop.error_message = (
-                f"{n_inc:,} samples are tagged '{tag}' but {n_keep:,} are kept: keep at least "
+                f"{n_inc:,} samples are {what} but {n_keep:,} are kept: keep at least "
                 f"{n_inc:,}, or grow from fewer samples"
             )
         else:
             inputs.view(
                 "include_preview",
-                types.Notice(
-                    label=f"{n_inc:,} of them already tagged '{tag}', {n_keep - n_inc:,} new"
-                ),
+                types.Notice(label=f"{n_inc:,} of them already {what}, {n_keep - n_inc:,} new"),
             )
     rank = inputs.properties.get("rank_field")
     if rank is not None and p.get("rank_field"):
@@ -1100,6 +1129,10 @@ def _method_kwargs(ctx, params):
     ranked = bool(params.get("ranked", False))
     rank_field = (params.get("rank_field") or None) if ranked else None
     grow = {}
+    if params.get("include_view"):
+        if include is not None:
+            raise ValueError("pass include_tag or include_view, not both")
+        include = ctx.dataset.load_saved_view(params["include_view"])
     if include is not None:
         grow["include"] = include
     if ranked:

@@ -282,3 +282,23 @@ def test_cluster_balanced_included_rows_fill_their_clusters_quota():
     # the default method (an alias of cluster_balanced) grows the same way
     got = M.select("auto", 20, scores=s, embeddings=X, seed=0, include=eight)
     assert got[:8].tolist() == list(range(8)) and len(set(got.tolist())) == 20
+
+
+def test_form_and_operator_grow_from_a_saved_view(ds):
+    import fiftyone.operators as foo
+    from conftest import PLUGIN_NAME
+
+    ds.save_view("seen", ds.limit(6))
+    props = _form(ds, size_mode="size", size=20, embeddings="emb", include_view="seen")
+    assert props["include_preview"].view.label == "6 of them already in the view 'seen', 14 new"
+    props = _form(ds, size_mode="size", size=4, embeddings="emb", include_view="seen")
+    assert (
+        props["include_view"].invalid and "keep at least 6" in props["include_view"].error_message
+    )
+    props = _form(ds, size_mode="size", size=20, include_view="seen", include_tag="labelled")
+    assert props["include_view"].invalid and "not both" in props["include_view"].error_message
+    op = foo.get_operator(f"{PLUGIN_NAME}/select_coreset")
+    result = op(ds, size=10, method="topk", include_view="seen", view_name="from_seen")
+    assert result.result["count"] == 10
+    assert set(ds.limit(6).values("id")) <= set(ds.load_saved_view("from_seen").values("id"))
+    assert ds.get_run_info("coreset_topk").config.include == "<view>"
