@@ -302,3 +302,18 @@ def test_form_and_operator_grow_from_a_saved_view(ds):
     assert result.result["count"] == 10
     assert set(ds.limit(6).values("id")) <= set(ds.load_saved_view("from_seen").values("id"))
     assert ds.get_run_info("coreset_topk").config.include == "<view>"
+
+
+def test_typiclust_included_rows_count_as_chosen_in_their_cluster():
+    rng = np.random.default_rng(2)
+    labels = np.repeat(np.arange(4), 50)
+    X = rng.normal(size=(200, 4)).astype(np.float32)
+    plain = M.select("typiclust", 8, embeddings=X, seed=0, labels=labels)
+    assert np.bincount(labels[plain]).tolist() == [2, 2, 2, 2]
+    # 3 of cluster 0 are in: the least covered clusters (1, 2, 3, then 1, 2) give the rest
+    got = M.select("typiclust", 8, embeddings=X, seed=0, labels=labels, include=[0, 1, 2])
+    assert got[:3].tolist() == [0, 1, 2] and np.bincount(labels[got]).tolist() == [3, 2, 2, 1]
+    # the new ones are each cluster's most typical, as without include
+    assert set(got[3:].tolist()) <= set(
+        M.select("typiclust", 12, embeddings=X, seed=0, labels=labels).tolist()
+    )
