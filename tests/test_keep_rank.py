@@ -317,3 +317,25 @@ def test_typiclust_included_rows_count_as_chosen_in_their_cluster():
     assert set(got[3:].tolist()) <= set(
         M.select("typiclust", 12, embeddings=X, seed=0, labels=labels).tolist()
     )
+
+
+@pytest.mark.parametrize("method", ["topk", "cluster_balanced", "typiclust", "stratified"])
+def test_near_duplicates_of_an_included_row_are_not_kept(arrays, method):
+    X, s = arrays
+    X = X.copy()
+    s = np.where(np.isnan(s), 0.5, s)
+    X[21] = X[20]  # a twin of the included row 20 ...
+    s[21] = 10.0  # ... with the best score: topk would keep it
+    X[31] = X[30]  # a pair among the others: one of them at most
+    got, dups = M.select(
+        method,
+        40,
+        scores=s,
+        embeddings=X,
+        seed=0,
+        include=[20],
+        dedup_threshold=0.01,
+        return_duplicates=True,
+    )
+    assert got[0] == 20 and 21 not in got.tolist() and not {30, 31} <= set(got.tolist())
+    assert dups.n_groups == 2 and len(got) == 40

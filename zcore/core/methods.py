@@ -1012,9 +1012,9 @@ def select(
 
     ``include``: row indices already in the coreset (e.g. the samples labelled so far); they
     count against ``n_keep`` and the method completes them as its spec's ``include`` says
-    (:data:`zcore.core.registry.INCLUDE_MODES`: the method selects ``n_keep - len(include)``
-    among the other rows; near-duplicate removal, too, runs among the others). They come back
-    first. ``ranked``: return the rows in the order they enter the coreset as the budget grows
+    (:data:`zcore.core.registry.INCLUDE_MODES`). With ``dedup_threshold``, the near-duplicates
+    of an included row are removed (the other groups keep their representative). They come
+    back first. ``ranked``: return the rows in the order they enter the coreset as the budget grows
     (:func:`select_ranked`).
     """
     spec = get_spec(method)
@@ -1042,24 +1042,20 @@ def select(
                 f"{inc.size} samples to include but the budget is {n_keep}: raise the budget to "
                 f"at least {inc.size} or include fewer samples"
             )
-        rest = np.setdiff1d(np.arange(_n_rows(scores, embeddings)), inc)
         s = _as_scores(scores)
         X = _as_embeddings(embeddings)
-        dups = None
+        dups, pool = _dedup_pool(X, s, inc, dedup_threshold, _n_rows(scores, embeddings))
+        rest = np.setdiff1d(pool, inc)
         sub = np.empty(0, dtype=np.int64)
         if n_keep > inc.size:
-            sub, dups = select(
+            sub = select(
                 method,
                 n_keep - inc.size,
                 scores=None if s is None else s[rest],
                 embeddings=None if X is None else X[rest],
                 seed=seed,
-                dedup_threshold=dedup_threshold,
-                return_duplicates=True,
                 **options,
             )
-        if dups is not None:  # back to the caller's rows
-            dups = DuplicateGroups(keep=rest[dups.keep], groups=[rest[g] for g in dups.groups])
         out = np.concatenate([inc, rest[sub]]).astype(np.int64)
         return (out, dups) if return_duplicates else out
     fn = spec.function
@@ -1089,14 +1085,30 @@ def _select_quota_include(
     else:
         X = _as_embeddings(embeddings, required=True, method="near-duplicate removal")
         s = _as_scores(scores, n=len(X))
-        dups = near_duplicates(X, dedup_threshold, scores=s)
-        keep = np.union1d(dups.keep, inc)
+        dups, keep = _dedup_pool(X, s, inc, dedup_threshold, len(X))
         pos = np.searchsorted(keep, inc)
         sub = spec.function(
             None if s is None else s[keep], X[keep], n_keep, seed=seed, include=pos, **options
         )
         out = keep[sub]
     return (out, dups) if return_duplicates else out
+
+
+def _dedup_pool(X, s, inc, dedup_threshold, n):
+    """``(DuplicateGroups or None, rows that may be kept)`` with ``inc`` included: every row
+    without ``dedup_threshold``; else each group's representative, except that a group holding
+    an included row keeps only its included rows (its other near-duplicates are removed)."""
+    if dedup_threshold is None:
+        return None, np.arange(n)
+    X = _as_embeddings(X, required=True, method="near-duplicate removal")
+    dups = near_duplicates(X, dedup_threshold, scores=_as_scores(s, n=len(X)))
+    pool = np.zeros(n, dtype=bool)
+    pool[dups.keep] = True
+    for g in dups.groups:
+        if np.isin(g, inc).any():
+            pool[g] = False
+    pool[inc] = True
+    return dups, np.flatnonzero(pool)
 
 
 def _n_rows(scores, embeddings):
