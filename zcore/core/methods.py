@@ -1174,7 +1174,7 @@ def select_ranked(
       down to 1), the rows that :func:`select` with ``include=<the previous prefix>`` and
       the same seed adds, best score first (ties and no scores: lower index). The prefix of
       length ``m`` is then the method's coreset of size ``m`` grown from the prefix before;
-      the first is its plain coreset of that size. Costs about twice one selection.
+      the first is its plain coreset of that size. Runs the method once per size (about log2(K) + 1 runs).
 
     ``seed``: every step runs with the same int seed (``None`` or a generator: one drawn).
     """
