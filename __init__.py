@@ -316,6 +316,7 @@ class SelectCoreset(foo.Operator):
         _size_inputs(ctx, inputs, n_scored)
         n_keep = _preview(ctx, inputs, view, score_field, method, n_scored)
         _check_balance(ctx, inputs, view, n_keep)
+        _check_include(ctx, inputs, view, n_keep)
 
         dataset = view._root_dataset
         name_prop = inputs.str(
@@ -966,6 +967,7 @@ def _method_inputs(ctx, inputs, view):
         else:
             inputs.view("no_target", types.Warning(label="Save a view of the target samples first"))
     _balance_inputs(ctx, inputs, view)
+    _include_inputs(ctx, inputs, view, spec)
     inputs.float(
         "dedup_threshold",
         label="Remove near-duplicates first (distance)",
@@ -1028,6 +1030,104 @@ def _balance_inputs(ctx, inputs, view):
     inputs.enum("balance", ["proportional", "equal"], default="proportional", view=quota)
 
 
+def _include_inputs(ctx, inputs, view, spec):
+    """Grow from tagged samples (``include=<tag>``) and rank the coreset (``ranked``,
+    ``rank_field``); only with a budget (not a threshold). The help is the method's spec's."""
+    if ctx.params.get("size_mode") == "threshold":
+        return
+    tags = sorted(view.count_sample_tags())
+    if tags:
+        choices = types.DropdownView()
+        for t in tags:
+            choices.add_choice(t, label=t)
+        inputs.enum(
+            "include_tag",
+            tags,
+            label="Grow from samples tagged (optional)",
+            description=f"They stay in the coreset and count against the budget: "
+            f"{spec.include_help}",
+            required=False,
+            view=choices,
+        )
+    saved = view._root_dataset.list_saved_views()
+    if saved:
+        inputs.enum(
+            "include_view",
+            saved,
+            label="Or grow from a saved view (optional)",
+            description="Its samples stay in the coreset and count against the budget",
+            required=False,
+        )
+    inputs.bool(
+        "ranked",
+        label="Ranked (label the first ones first)",
+        description=f"The coreset in the order its samples enter it as the budget grows: "
+        f"{spec.ranking_help}",
+        default=False,
+    )
+    if ctx.params.get("ranked"):
+        inputs.str(
+            "rank_field",
+            label="Write the rank to field",
+            description="1 = first; samples not kept get None. Empty: no field",
+            required=False,
+        )
+
+
+def _check_include(ctx, inputs, view, n_keep):
+    """The included samples must fit the budget of ``n_keep`` (the preview's count), not come
+    with balance_by, and the rank field must be new or an int field; the count says how many
+    of the kept samples are new."""
+    p = ctx.params
+    tag = p.get("include_tag") or None
+    prop = inputs.properties.get("include_tag")
+    saved = p.get("include_view") or None
+    if saved is not None and inputs.properties.get("include_view") is not None:
+        if tag is not None:
+            vprop = inputs.properties["include_view"]
+            vprop.invalid = True
+            vprop.error_message = "Grow from a tag or from a saved view, not both"
+            return
+        tag, prop = saved, inputs.properties["include_view"]
+        what = f"in the view '{saved}'"
+    else:
+        what = f"tagged '{tag}'"
+    if tag is not None and prop is not None and n_keep is not None:
+        if saved is not None:
+            ids = set(view._root_dataset.load_saved_view(saved).values("id"))
+            n_inc = len(ids & set(view.values("id")))
+            if n_inc < len(ids):
+                prop.invalid = True
+                prop.error_message = (
+                    f"{len(ids) - n_inc:,} samples of '{saved}' are not in the target: "
+                    "select from a target that contains them, or grow from another view"
+                )
+                return
+        else:
+            n_inc = view.match_tags(tag).count()
+        if p.get("balance_by"):
+            prop.invalid = True
+            prop.error_message = "Growing from tagged samples does not combine with Balance by"
+        elif n_inc > n_keep:
+            prop.invalid = True
+            prop.error_message = (
+                f"{n_inc:,} samples are {what} but {n_keep:,} are kept: keep at least "
+                f"{n_inc:,}, or grow from fewer samples"
+            )
+        else:
+            inputs.view(
+                "include_preview",
+                types.Notice(label=f"{n_inc:,} of them already {what}, {n_keep - n_inc:,} new"),
+            )
+    rank = inputs.properties.get("rank_field")
+    if rank is not None and p.get("rank_field"):
+        try:
+            zc.check_rank_field(view, p["rank_field"])
+        except ValueError as e:
+            rank.invalid = True
+            rank.error_message = str(e)
+
+
 def _check_balance(ctx, inputs, view, n_keep):
     """A budget of ``n_keep`` (the preview's count; ``None``: the size is invalid already) must
     keep one sample per value of the balance field."""
@@ -1049,7 +1149,21 @@ def _method_kwargs(ctx, params):
     method = params.get("method") or DEFAULT_METHOD
     dedup = params.get("dedup_threshold")
     balance_by = params.get("balance_by") or None
-    if method == "topk" and dedup is None and balance_by is None:
+    include = params.get("include_tag") or None
+    ranked = bool(params.get("ranked", False))
+    rank_field = (params.get("rank_field") or None) if ranked else None
+    grow = {}
+    if params.get("include_view"):
+        if include is not None:
+            raise ValueError("pass include_tag or include_view, not both")
+        include = ctx.dataset.load_saved_view(params["include_view"])
+    if include is not None:
+        grow["include"] = include
+    if ranked:
+        grow["ranked"] = True
+    if rank_field is not None:
+        grow["rank_field"] = rank_field
+    if method == "topk" and dedup is None and balance_by is None and not grow:
         return {"method": "topk"}
     kw = {"method": method, "overwrite": bool(params.get("overwrite", False))}
     if method == DEFAULT_METHOD:  # select_coreset's default: finds the recorded embeddings itself
@@ -1063,6 +1177,7 @@ def _method_kwargs(ctx, params):
             kw[name] = params[name]
     if balance_by is not None:
         kw.update(balance_by=balance_by, balance=params.get("balance") or "proportional")
+    kw.update(grow)
     if method == "target":
         name = params.get("target_view")
         if not name:

@@ -319,6 +319,9 @@ def select_coreset(
     duplicates_view=None,
     balance_by=None,
     balance="proportional",
+    include=None,
+    ranked=False,
+    rank_field=None,
     **method_options,
 ):
     """A view of the coreset.
@@ -372,6 +375,20 @@ def select_coreset(
         count per value.
     balance : {"proportional", "equal"}, default="proportional"
         Quotas proportional to each value's samples, or equal.
+    include : view, str or list of str, default=None
+        Samples already in the coreset (e.g. those labelled so far): a view of the collection,
+        a sample tag, or a list of sample ids. They are kept, count against the budget, and the
+        method selects the rest among the other samples (per method:
+        ``get_spec(name).include_help``; ``docs/selection.md``). Not with ``threshold`` or
+        ``balance_by``. Recorded with the run (``include_count``).
+    ranked : bool, default=False
+        Return the coreset in the order its samples enter it as the budget grows (the included
+        ones first), so that labelling its first ``m`` samples labels a coreset of size ``m``
+        (exactly for ``topk``; per method: ``get_spec(name).ranking_help``).
+    rank_field : str, default=None
+        Also write each selected sample's rank (1 = first) to this int field; every other
+        sample of the collection gets ``None``. Implies ``ranked``. The field must be new or an
+        int field.
     **method_options
         Passed to the method, e.g. ``n_clusters``, ``quota``, ``keep``, ``beta``, ``drop``,
         ``levels``, ``inside``, ``min_similarity``.
@@ -404,7 +421,14 @@ def select_coreset(
         )
         if default_key and run_key is None:
             run_key, replace_run = default_key, True
-    if method != "topk" or dedup_threshold is not None or balance_by is not None:
+    if (
+        method != "topk"
+        or dedup_threshold is not None
+        or balance_by is not None
+        or include is not None
+        or ranked
+        or rank_field is not None
+    ):
         return _select_with_method(
             sample_collection,
             scores=scores,
@@ -423,6 +447,9 @@ def select_coreset(
             duplicates_view=duplicates_view,
             balance_by=balance_by,
             balance=balance,
+            include=include,
+            ranked=bool(ranked) or rank_field is not None,
+            rank_field=rank_field,
             options=method_options,
             replace_run=replace_run,
         )
@@ -508,6 +535,9 @@ def _select_with_method(
     options,
     balance_by=None,
     balance="proportional",
+    include=None,
+    ranked=False,
+    rank_field=None,
     replace_run=False,
 ):
     """select_coreset for a method of :mod:`zcore.core.methods` (and/or near-duplicate removal):
@@ -533,6 +563,19 @@ def _select_with_method(
         )
     if balance not in M.BALANCE_QUOTAS:
         raise ValueError(f"balance must be one of {list(M.BALANCE_QUOTAS)}; got {balance!r}")
+    if threshold is not None and (include is not None or ranked):
+        raise ValueError(
+            "threshold keeps every sample above a score, so it has no budget to grow or rank; "
+            "pass size or fraction with include/ranked/rank_field"
+        )
+    if balance_by is not None and (include is not None or ranked):
+        raise ValueError(
+            "include and ranked/rank_field do not combine with balance_by yet: select with "
+            "balance_by alone, or drop balance_by"
+        )
+    include_ids = None if include is None else include_sample_ids(samples, include)
+    if rank_field is not None:
+        check_rank_field(samples, rank_field)
     group_path = None if balance_by is None else balance_path(samples, balance_by)
     seed = recordable_seed(seed)
     if dedup_threshold is not None:  # before any work: the view it may save
@@ -603,6 +646,21 @@ def _select_with_method(
             )
         kw["target_embeddings"] = T
 
+    include_rows = None
+    if include_ids is not None:
+        where = {i: k for k, i in enumerate(ids)}
+        missing = [i for i in include_ids if i not in where]
+        if missing:
+            raise ValueError(
+                f"{len(missing)} samples to include have no embeddings (or are not in the "
+                f"collection), e.g. {missing[:3]}: compute their embeddings or include others"
+            )
+        include_rows = np.array([where[i] for i in include_ids], dtype=np.int64)
+        if len(include_rows) > n_keep:
+            raise ValueError(
+                f"{len(include_rows)} samples to include but the budget is {n_keep}: raise the "
+                f"budget to at least {len(include_rows)} or include fewer samples"
+            )
     balance_info = {}
     if group_path is None:
         idx, dups = M.select(
@@ -613,6 +671,8 @@ def _select_with_method(
             seed=seed,
             dedup_threshold=dedup_threshold,
             return_duplicates=True,
+            include=include_rows,
+            ranked=ranked,
             **kw,
         )
     else:
@@ -651,6 +711,9 @@ def _select_with_method(
             )
         dup_ids = [ids[i] for g in dups.groups for i in g]
         dataset.save_view(dup_view_name, samples.select(dup_ids, ordered=True), overwrite=True)
+    if rank_field is not None:
+        rank = {i: r + 1 for r, i in enumerate(kept_ids)}
+        samples.set_values(rank_field, [rank.get(i) for i in samples.values("id")])
 
     config = runs.SelectionRunConfig(
         selection_method=method,
@@ -664,6 +727,10 @@ def _select_with_method(
         duplicates_view=dup_view_name,
         balance_by=balance_by,
         balance=balance if balance_by is not None else None,
+        include=None if include is None else _include_source(include),
+        include_count=0 if include_rows is None else len(include_rows),
+        ranked=bool(ranked),
+        rank_field=rank_field,
         **(target_info or {}),
     )
     _register(samples, runs.SelectionRun, run_key, config, overwrite or replace_run)
@@ -681,6 +748,63 @@ def _select_with_method(
     )
     samples.save_run_results(run_key, results, overwrite=True)
     return view
+
+
+def include_sample_ids(samples, include):
+    """The sample ids of ``select_coreset(include=...)``: a view (its samples), a sample tag or a
+    list of ids, checked against ``samples``; ``ValueError`` saying what to pass otherwise."""
+    if isinstance(include, str):
+        tags = samples.count_sample_tags()
+        if include not in tags:
+            raise ValueError(
+                f"no sample of the collection has the tag {include!r}; tags: {sorted(tags)}"
+            )
+        return samples.match_tags(include).values("id")
+    if hasattr(include, "values") and hasattr(include, "_dataset"):
+        if include._root_dataset.name != samples._root_dataset.name:
+            raise ValueError("include is a view of another dataset: pass a view of this one")
+        ids = include.values("id")
+    else:
+        try:
+            ids = [str(i) for i in include]
+        except TypeError:
+            raise ValueError(
+                f"include must be a view, a sample tag or a list of sample ids; got {include!r}"
+            ) from None
+    seen, dup = set(), []
+    for i in ids:
+        if i in seen:
+            dup.append(i)
+        seen.add(i)
+    if dup:
+        raise ValueError(f"include repeats {len(dup)} sample ids, e.g. {dup[:3]}: pass each once")
+    present = set(samples.values("id"))
+    missing = [i for i in ids if i not in present]
+    if missing:
+        raise ValueError(
+            f"{len(missing)} samples to include are not in the collection, e.g. {missing[:3]}: "
+            "include samples of the collection you select from"
+        )
+    return list(ids)
+
+
+def _include_source(include):
+    if isinstance(include, str):
+        return f"tag:{include}"
+    if hasattr(include, "values") and hasattr(include, "_dataset"):
+        return "<view>"
+    return "<ids>"
+
+
+def check_rank_field(samples, rank_field):
+    """``ValueError`` unless ``rank_field`` is a valid name that is new or an int field."""
+    _check_field_name(rank_field, "rank_field")
+    schema = samples.get_field_schema(flat=True)
+    if rank_field in schema and not isinstance(schema[rank_field], fo.IntField):
+        raise ValueError(
+            f"rank_field {rank_field!r} exists as a {type(schema[rank_field]).__name__}; "
+            "pass a new field name or an int field"
+        )
 
 
 def balance_fields(samples):

@@ -280,6 +280,7 @@ def _groups(labels):
     needs_embeddings=False,
     scores="required",
     ordered=True,
+    ranking="exact",
     options=(
         Option("keep", "choice", "keep the highest or the lowest scores", choices=("high", "low")),
     ),
@@ -353,6 +354,7 @@ _N_CLUSTERS_HELP = (
     needs_embeddings=True,
     scores="optional",
     needs_scores_if=lambda o: o.get("keep", "auto") not in ("random", "closest"),
+    include="quota",
     options=(
         Option(
             "n_clusters",
@@ -390,6 +392,7 @@ _N_CLUSTERS_HELP = (
             minimum=0.0,
             maximum=1.0,
         ),
+        Option("include", "array", "rows already in the coreset (see select(include=...))"),
     ),
 )
 def cluster_balanced(
@@ -403,6 +406,7 @@ def cluster_balanced(
     keep="auto",
     labels=None,
     budget_fraction=BUDGET_FRACTION,
+    include=None,
 ):
     """k-means clusters of the embeddings, a quota of the budget per cluster, then the best
     samples of each cluster.
@@ -454,6 +458,12 @@ def cluster_balanced(
         Kept fraction below which the budget is small (what the ``"auto"`` options switch on);
         0 never switches (the behaviour before the switch was added: ``"sqrt"``,
         ``"proportional"``, ``"high"``).
+    include : (M,) int array, default=None
+        Rows already in the coreset (distinct, ``M <= n_keep``; kept even without a score). The
+        clusters and quotas are those of the whole budget over all rows; each included row
+        counts toward its cluster's quota, and the other ``n_keep - M`` are shared in
+        proportion to what each cluster still lacks (quota minus included, at least 0;
+        :func:`fill_quotas`), so regions already covered get less. They come back first.
 
     Returns
     -------
@@ -475,6 +485,15 @@ def cluster_balanced(
     rng = _rng(seed)
     n = len(X) if X is not None else len(np.asarray(labels))
     cand = _eligible(s, X) if X is not None else _eligible(s, np.empty((n, 0)))
+    inc = check_include(include, n)
+    if inc.size:
+        cand = np.union1d(cand, inc)
+        n_keep = check_int(n_keep, "n_keep", min_value=0)
+        if inc.size > n_keep:
+            raise ValueError(
+                f"{inc.size} samples to include but the budget is {n_keep}: raise the budget to "
+                f"at least {inc.size} or include fewer samples"
+            )
     n_keep = _check_n_keep(n_keep, cand.size)
     small = small_budget(cand.size, n_keep, budget_fraction)
     if quota == "auto":
@@ -507,6 +526,13 @@ def cluster_balanced(
     members = [cand[m] for m in members]
     sizes = np.array([len(m) for m in members])
     q = fill_quotas(sizes, n_keep, rng, weights=None if quota == "equal" else sizes)
+    if inc.size:  # included rows fill their cluster's quota; the rest goes where it is lacking
+        is_inc = np.zeros(n, dtype=bool)
+        is_inc[inc] = True
+        have = np.array([int(is_inc[m].sum()) for m in members])
+        members = [m[~is_inc[m]] for m in members]
+        avail = np.array([len(m) for m in members])
+        q = fill_quotas(avail, n_keep - inc.size, rng, weights=np.maximum(q - have, 0))
     if keep == "closest":
         if labels is None:
             ids, _ = _groups(lab)
@@ -516,7 +542,8 @@ def cluster_balanced(
         picked = [_closest(X, m, c, int(qi)) for c, m, qi in zip(cents, members, q) if qi]
     else:
         picked = [_pick_inside(m, int(qi), s, keep, rng) for m, qi in zip(members, q) if qi]
-    return np.sort(np.concatenate(picked)).astype(np.int64)
+    out = np.sort(np.concatenate(picked)) if picked else np.empty(0, dtype=np.int64)
+    return np.concatenate([inc, out]).astype(np.int64)
 
 
 @method(
@@ -970,6 +997,8 @@ def select(
     seed=None,
     dedup_threshold=None,
     return_duplicates=False,
+    include=None,
+    ranked=False,
     **options,
 ):
     """Run selection ``method`` (a registered name, :func:`zcore.core.registry.method_names`) and
@@ -980,8 +1009,56 @@ def select(
     among the rest. ``options`` go to the method (e.g. ``n_clusters``, ``beta``,
     ``target_embeddings``) and are checked by its spec. ``return_duplicates``: return
     ``(indices, DuplicateGroups or None)``.
+
+    ``include``: row indices already in the coreset (e.g. the samples labelled so far); they
+    count against ``n_keep`` and the method completes them as its spec's ``include`` says
+    (:data:`zcore.core.registry.INCLUDE_MODES`). With ``dedup_threshold``, the near-duplicates
+    of an included row are removed (the other groups keep their representative). They come
+    back first. ``ranked``: return the rows in the order they enter the coreset as the budget grows
+    (:func:`select_ranked`).
     """
-    fn = get_method(method)
+    spec = get_spec(method)
+    if ranked:
+        out, dups = select_ranked(
+            method,
+            n_keep,
+            scores=scores,
+            embeddings=embeddings,
+            seed=seed,
+            dedup_threshold=dedup_threshold,
+            include=include,
+            **options,
+        )
+        return (out, dups) if return_duplicates else out
+    inc = check_include(include, _n_rows(scores, embeddings))
+    if inc.size and spec.include == "quota":
+        return _select_quota_include(
+            spec, n_keep, inc, scores, embeddings, seed, dedup_threshold, return_duplicates, options
+        )
+    if inc.size:
+        n_keep = check_int(n_keep, "n_keep", min_value=0)
+        if inc.size > n_keep:
+            raise ValueError(
+                f"{inc.size} samples to include but the budget is {n_keep}: raise the budget to "
+                f"at least {inc.size} or include fewer samples"
+            )
+        s = _as_scores(scores)
+        X = _as_embeddings(embeddings)
+        dups, pool = _dedup_pool(X, s, inc, dedup_threshold, _n_rows(scores, embeddings))
+        rest = np.setdiff1d(pool, inc)
+        sub = np.empty(0, dtype=np.int64)
+        if n_keep > inc.size:
+            sub = select(
+                method,
+                n_keep - inc.size,
+                scores=None if s is None else s[rest],
+                embeddings=None if X is None else X[rest],
+                seed=seed,
+                **options,
+            )
+        out = np.concatenate([inc, rest[sub]]).astype(np.int64)
+        return (out, dups) if return_duplicates else out
+    fn = spec.function
     dups = None
     if dedup_threshold is None:
         out = fn(scores, embeddings, n_keep, seed=seed, **options)
@@ -992,9 +1069,142 @@ def select(
         keep = dups.keep
         sub = fn(None if s is None else s[keep], X[keep], n_keep, seed=seed, **options)
         out = keep[sub]
-        if not get_spec(method).ordered:
+        if not spec.ordered:
             out = np.sort(out)
     return (out, dups) if return_duplicates else out
+
+
+def _select_quota_include(
+    spec, n_keep, inc, scores, embeddings, seed, dedup_threshold, return_duplicates, options
+):
+    """:func:`select` with ``include`` for a method whose spec's ``include`` is ``"quota"``: the
+    method takes ``include`` itself (near-duplicates removed first; included rows stay)."""
+    dups = None
+    if dedup_threshold is None:
+        out = spec.function(scores, embeddings, n_keep, seed=seed, include=inc, **options)
+    else:
+        X = _as_embeddings(embeddings, required=True, method="near-duplicate removal")
+        s = _as_scores(scores, n=len(X))
+        dups, keep = _dedup_pool(X, s, inc, dedup_threshold, len(X))
+        pos = np.searchsorted(keep, inc)
+        sub = spec.function(
+            None if s is None else s[keep], X[keep], n_keep, seed=seed, include=pos, **options
+        )
+        out = keep[sub]
+    return (out, dups) if return_duplicates else out
+
+
+def _dedup_pool(X, s, inc, dedup_threshold, n):
+    """``(DuplicateGroups or None, rows that may be kept)`` with ``inc`` included: every row
+    without ``dedup_threshold``; else each group's representative, except that a group holding
+    an included row keeps only its included rows (its other near-duplicates are removed)."""
+    if dedup_threshold is None:
+        return None, np.arange(n)
+    X = _as_embeddings(X, required=True, method="near-duplicate removal")
+    dups = near_duplicates(X, dedup_threshold, scores=_as_scores(s, n=len(X)))
+    pool = np.zeros(n, dtype=bool)
+    pool[dups.keep] = True
+    for g in dups.groups:
+        if np.isin(g, inc).any():
+            pool[g] = False
+    pool[inc] = True
+    return dups, np.flatnonzero(pool)
+
+
+def _n_rows(scores, embeddings):
+    if embeddings is not None:
+        return len(embeddings)
+    if scores is not None:
+        return len(scores)
+    raise ValueError("pass scores and/or embeddings")
+
+
+def check_include(include, n):
+    """``include`` as an int64 array of distinct row indices in ``[0, n)``, in the given order;
+    ``ValueError`` saying which are out of range or repeated."""
+    if include is None:
+        return np.empty(0, dtype=np.int64)
+    inc = np.asarray(include)
+    if inc.size == 0:
+        return np.empty(0, dtype=np.int64)
+    if inc.ndim != 1 or not np.issubdtype(inc.dtype, np.integer):
+        raise ValueError(f"include must be a 1-d array of row indices; got {inc.dtype} {inc.shape}")
+    bad = inc[(inc < 0) | (inc >= n)]
+    if bad.size:
+        raise ValueError(f"include has rows outside 0..{n - 1}: {bad[:5].tolist()}")
+    u, counts = np.unique(inc, return_counts=True)
+    if (counts > 1).any():
+        raise ValueError(f"include repeats rows {u[counts > 1][:5].tolist()}: pass each once")
+    return inc.astype(np.int64)
+
+
+def rank_sizes(n_keep, n_included=0):
+    """The coreset sizes at which :func:`select_ranked` grows a ``"nested"`` method: ``n_keep``
+    halved (rounding up) down to 1, increasing, those above ``n_included``."""
+    sizes = []
+    m = int(n_keep)
+    while m >= 1:
+        sizes.append(m)
+        if m == 1:
+            break
+        m = math.ceil(m / 2)
+    return [m for m in reversed(sizes) if m > n_included]
+
+
+def select_ranked(
+    method,
+    n_keep,
+    *,
+    scores=None,
+    embeddings=None,
+    seed=None,
+    dedup_threshold=None,
+    include=None,
+    **options,
+):
+    """The coreset in the order its rows enter it as the budget grows, and the near-duplicate
+    groups (or ``None``): ``(indices, DuplicateGroups or None)``.
+
+    The ``include`` rows come first (in the given order). Then, by the method's spec
+    ``ranking`` (:data:`zcore.core.registry.RANKING_MODES`):
+
+    - ``"exact"`` (``topk``): the method's own order, best first; every prefix of length ``m``
+      is the method's coreset of size ``m``;
+    - ``"nested"`` (all others): for each size ``m`` of :func:`rank_sizes` (``n_keep`` halved
+      down to 1), the rows that :func:`select` with ``include=<the previous prefix>`` and
+      the same seed adds, best score first (ties and no scores: lower index). The prefix of
+      length ``m`` is then the method's coreset of size ``m`` grown from the prefix before;
+      the first is its plain coreset of that size. Runs the method once per size (about log2(K) + 1 runs).
+
+    ``seed``: every step runs with the same int seed (``None`` or a generator: one drawn).
+    """
+    spec = get_spec(method)
+    n = _n_rows(scores, embeddings)
+    inc = check_include(include, n)
+    n_keep = check_int(n_keep, "n_keep", min_value=0)
+    kw = dict(dedup_threshold=dedup_threshold, scores=scores, embeddings=embeddings, **options)
+    if spec.ranking == "exact":
+        out, dups = select(method, n_keep, seed=seed, include=inc, return_duplicates=True, **kw)
+        return out, dups
+    if inc.size > n_keep:
+        raise ValueError(
+            f"{inc.size} samples to include but the budget is {n_keep}: raise the budget to "
+            f"at least {inc.size} or include fewer samples"
+        )
+    if not isinstance(seed, (int, np.integer)):
+        seed = _child_seed(_rng(seed))
+    s = _as_scores(scores)
+    prefix, dups = inc, None
+    for m in rank_sizes(n_keep, inc.size):
+        got, dups = select(method, m, seed=int(seed), include=prefix, return_duplicates=True, **kw)
+        new = np.setdiff1d(got, prefix)
+        if s is not None:
+            v = np.where(np.isnan(s[new]), -np.inf, s[new])
+            new = new[np.lexsort((new, -v))]
+        prefix = np.concatenate([prefix, new]).astype(np.int64)
+        if len(got) < m:  # fewer rows eligible (or target's stopping rule): the order ends
+            break
+    return prefix, dups
 
 
 #: How :func:`select_balanced` shares the budget between groups.

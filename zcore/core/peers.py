@@ -207,11 +207,13 @@ def _typicality(Xc, k):
     "(Hacohen et al., 2022); no scores needed",
     needs_embeddings=True,
     scores="unused",
+    include="quota",
     options=(
         Option("max_clusters", "int", "k-means clusters at most", minimum=1),
         Option("n_neighbors", "int", "neighbours of the typicality estimate", minimum=1),
         Option("min_cluster_size", "int", "smaller clusters are used last", minimum=1),
         Option("labels", "array", "precomputed cluster labels (skips k-means)"),
+        Option("include", "array", "rows already in the coreset (see select(include=...))"),
     ),
 )
 def typiclust(
@@ -224,6 +226,7 @@ def typiclust(
     n_neighbors=TYPICLUST_K,
     min_cluster_size=TYPICLUST_MIN_CLUSTER,
     labels=None,
+    include=None,
 ):
     """TypiClust (Hacohen et al., ICML 2022).
 
@@ -232,9 +235,28 @@ def typiclust(
     sample not yet chosen. Typicality = 1 / mean distance to the ``n_neighbors`` nearest members
     of the same cluster (the paper's density estimate). Clusters smaller than
     ``min_cluster_size`` are used only when the others are exhausted (the paper drops them).
-    ``labels``: precomputed cluster labels of every row (skips k-means).
+    ``labels``: precomputed cluster labels of every row (skips k-means). ``include``: rows
+    already in the coreset (the paper's labelled set; ``len(include) <= n_keep``): they come
+    back first, are clustered with the others (k from the whole budget) and count as chosen in
+    their cluster, so the least covered clusters give the rest.
     """
+    from .methods import check_include
+
+    requested = n_keep
     cand, Xn, n_keep = _prepare(scores, embeddings, n_keep, "typiclust", seed)
+    inc = check_include(include, len(embeddings))
+    inc_pos = np.empty(0, dtype=np.int64)
+    if inc.size:
+        requested = check_int(requested, "n_keep", min_value=0)
+        if inc.size > requested:
+            raise ValueError(
+                f"{inc.size} samples to include but the budget is {requested}: raise the budget "
+                f"to at least {inc.size} or include fewer samples"
+            )
+        cand = np.union1d(cand, inc)
+        Xn = l2_normalize(_as_embeddings(embeddings)[cand])
+        n_keep = min(requested, cand.size)
+        inc_pos = np.searchsorted(cand, inc)
     if n_keep == 0:
         return np.empty(0, dtype=np.int64)
     rng = _rng(seed)
@@ -243,24 +265,29 @@ def typiclust(
     else:
         labels = np.asarray(labels)[cand]
     _, members = _groups(labels)
-    orders = []  # each cluster's members, most typical first
+    is_inc = np.zeros(len(cand), dtype=bool)
+    is_inc[inc_pos] = True
+    orders, have = [], []  # each cluster's members not included, most typical first
     for m in members:
         t = _typicality(Xn[m], n_neighbors)
-        orders.append(m[np.lexsort((m, -t))])
-    sizes = np.array([len(m) for m in orders])
+        o = m[np.lexsort((m, -t))]
+        orders.append(o[~is_inc[o]])
+        have.append(int(is_inc[m].sum()))
+    sizes = np.array([len(m) for m in members])
     small = sizes < min_cluster_size
+    left = np.array([len(o) for o in orders])
     taken = np.zeros(len(orders), dtype=np.int64)
-    # priority: (small cluster?, chosen so far, -size, cluster id)
-    heap = [(bool(small[c]), 0, -int(sizes[c]), c) for c in range(len(orders))]
+    # priority: (small cluster?, chosen so far (included ones too), -size, cluster id)
+    heap = [(bool(small[c]), have[c], -int(sizes[c]), c) for c in range(len(orders)) if left[c]]
     heapq.heapify(heap)
     picked = []
-    while len(picked) < n_keep:
+    while len(picked) < n_keep - inc.size:
         sm, cnt, neg, c = heapq.heappop(heap)
         picked.append(orders[c][taken[c]])
         taken[c] += 1
-        if taken[c] < sizes[c]:
+        if taken[c] < left[c]:
             heapq.heappush(heap, (sm, cnt + 1, neg, c))
-    return _result(cand, picked)
+    return np.concatenate([inc, _result(cand, picked)]).astype(np.int64)
 
 
 # --- ProbCover --------------------------------------------------------------------------------

@@ -41,7 +41,9 @@ class MethodSpec:
     ``scores``: ``"required"``, ``"optional"`` (used when given, e.g. to rank inside clusters)
     or ``"unused"`` (only marks missing rows); ``needs_scores_if``, for ``"optional"``, says
     which option values make them required. ``ordered``: the indices come back best first (else
-    sorted increasingly).
+    sorted increasingly). ``include``: how it grows from samples already in the coreset
+    (a key of :data:`INCLUDE_MODES`); ``ranking``: what its ranked order is (a key of
+    :data:`RANKING_MODES`).
     """
 
     name: str
@@ -54,6 +56,18 @@ class MethodSpec:
     needs_scores_if: object = None
     ordered: bool = False
     app: bool = True
+    include: str = "fill"
+    ranking: str = "nested"
+
+    @property
+    def include_help(self):
+        """What ``include=`` (samples already in the coreset) means for this method."""
+        return INCLUDE_MODES[self.include]
+
+    @property
+    def ranking_help(self):
+        """What ``ranked=True`` (the order samples enter the coreset) means for this method."""
+        return RANKING_MODES[self.ranking]
 
     @property
     def option_names(self):
@@ -88,6 +102,26 @@ class MethodSpec:
             return False
         return bool(self.needs_scores_if(options or {}))
 
+
+#: How a method grows a coreset from samples already in it (``include=``), by spec ``include``.
+INCLUDE_MODES = {
+    "fill": "the included samples are in and count against the budget; the method selects the "
+    "rest of the budget among the other samples, as it would on a pool without them",
+    "quota": "the included samples are in, count against the budget and toward the quota of the "
+    "cluster they fall in (clusters and quotas of the whole budget over all samples); the rest "
+    "of the budget goes to the clusters in proportion to what they still lack, so regions "
+    "already covered get less",
+}
+
+#: What a method's ranked order is (``ranked=True``), by spec ``ranking``.
+RANKING_MODES = {
+    "exact": "the score order: every prefix of the ranked coreset is the method's coreset of "
+    "that size",
+    "nested": "grown by halves: the first ceil(K/2^j) samples are the method's coreset of that "
+    "size grown from the previous prefix (include=), for j = J..0; inside a step, the best "
+    "scores first (or the lower index). Prefixes in between are the nearest nested "
+    "approximation: the method cannot nest its coresets exactly",
+}
 
 _REGISTRY = {}
 
@@ -135,8 +169,9 @@ def alias(name, *, target, target_options, label, help):
     base = _REGISTRY[target]
     fixed = base.check_options(target_options)
 
-    def run(scores, embeddings, n_keep, *, seed=None):
-        return base.function(scores, embeddings, n_keep, seed=seed, **fixed)
+    def run(scores, embeddings, n_keep, *, seed=None, include=None):
+        extra = {} if include is None else {"include": include}
+        return base.function(scores, embeddings, n_keep, seed=seed, **fixed, **extra)
 
     run.__name__ = name
     run.__doc__ = f"``{target}`` with options {fixed or 'at their defaults'}: {help}"
@@ -148,6 +183,8 @@ def alias(name, *, target, target_options, label, help):
         needs_embeddings=base.needs_embeddings,
         scores="required" if base.needs_scores(fixed) else "optional",
         ordered=base.ordered,
+        include=base.include,
+        ranking=base.ranking,
     )
     _REGISTRY[name] = spec
     run.spec = spec
