@@ -33,6 +33,8 @@ if ROOT not in sys.path:
 from zcore.core import neighbors  # noqa: E402
 from zcore.core.methods import l2_normalize, near_duplicates  # noqa: E402
 
+UPTIME = ""  # load average when the run started
+
 
 def make_data(n, d, block, dup_fraction, threshold, seed=0, clusters=20):
     """Embeddings with planted near duplicates; returns ``X`` and the planted ``(src, dst)``."""
@@ -73,6 +75,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     import faiss
 
+    global UPTIME
+    UPTIME = os.popen("uptime").read().strip()
     neighbors.NPROBE = args.nprobe
     min_cos = 1.0 - args.threshold**2 / 2.0 - 1e-6
     t0 = time.perf_counter()
@@ -138,10 +142,14 @@ def main(argv=None):
             "dup_fraction": args.dup_fraction,
             "nprobe": args.nprobe,
             "cells_per_sqrt_n": neighbors.IVF_CELLS_PER_SQRT,
+            "candidate_dims": neighbors.CANDIDATE_DIMS,
+            "kmeans_iterations": neighbors.KMEANS_ITERATIONS,
+            "uptime_before": UPTIME,
         },
         "recall_subset": small,
         "full": full,
     }
+    res["machine"]["uptime_after"] = os.popen("uptime").read().strip()
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(res, fh, indent=1)

@@ -47,6 +47,17 @@ def test_faiss_pairs_are_exact_pairs_with_high_recall():
     assert set(zip(r.tolist(), c.tolist())) == exact
 
 
+def test_faiss_candidates_on_principal_axes_lose_no_pair(monkeypatch):
+    # a projection never lengthens a difference: searching 8 of 32 axes, every cell visited,
+    # finds every exact pair (and the re-check removes the extra candidates)
+    pytest.importorskip("faiss")
+    monkeypatch.setattr(neighbors, "CANDIDATE_DIMS", 8)
+    Xn = _planted()
+    r, c = neighbors.threshold_pairs(Xn, 0.99, search="faiss", nprobe=10**6)
+    assert set(zip(r.tolist(), c.tolist())) == _brute(Xn, 0.99)
+    assert (r < c).all()
+
+
 def test_near_duplicates_with_the_index_groups_as_the_exact_search(monkeypatch):
     pytest.importorskip("faiss")
     X = _planted()
