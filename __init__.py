@@ -1044,8 +1044,7 @@ def _include_inputs(ctx, inputs, view, spec):
             "include_tag",
             tags,
             label="Grow from samples tagged (optional)",
-            description=f"They stay in the coreset and count against the budget: "
-            f"{spec.include_help}",
+            description=f"Samples with this tag: {spec.include_help}",
             required=False,
             view=choices,
         )
@@ -1055,7 +1054,7 @@ def _include_inputs(ctx, inputs, view, spec):
             "include_view",
             saved,
             label="Or grow from a saved view (optional)",
-            description="Its samples stay in the coreset and count against the budget",
+            description=f"Its samples: {spec.include_help}",
             required=False,
         )
     inputs.bool(

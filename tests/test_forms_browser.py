@@ -23,6 +23,7 @@ SCREENSHOTS = (
     "forms_taken_view.png",
     "forms_cluster_balanced.png",
     "forms_threshold.png",
+    "forms_include_ranked.png",
     "forms_empty_view.png",
 )
 N = 40
@@ -49,6 +50,7 @@ def app(tmp_path):
     zcore.compute_zcore(ds, embeddings="embeddings", seed=0, n_samples=400, redund_nn=10)
     ds.save_view("zcore_coreset", zcore.select_coreset(ds, fraction=0.1, method="topk"))
     ds.save_view("empty", ds.match(F("ground_truth.label") == "no such label"))
+    ds.limit(2).tag_samples("labelled")  # samples a user labelled already
     with serve_app(ds, tmp_path) as url:
         yield ds, url
 
@@ -107,6 +109,14 @@ def test_the_forms_catch_what_would_fail_before_execute(app, tmp_path):
     # a threshold above every score: Execute disabled, the form says why
     assert "No score reaches 1.5 (the highest is 1.000): lower the threshold" in r["threshold_text"]
     assert r["threshold_execute_disabled"] is True
+
+    # grow from the 2 tagged samples: the count says how many are new; ranked with a rank field
+    assert "2 of them already tagged 'labelled', 2 new" in r["include_text"]
+    assert r["include_execute_disabled"] is False
+    assert "Write the rank to field" in r["ranked_text"] and r["ranked_execute_disabled"] is False
+    # growing does not combine with balance_by: refused in the form
+    assert "does not combine with Balance by" in r["include_balance_text"]
+    assert r["include_balance_execute_disabled"] is True
 
     # an empty view: both forms disabled, the reason on screen without scrolling
     assert "The target has 0 sample(s); ZCore needs at least 3" in r["empty_text"]

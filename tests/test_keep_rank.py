@@ -211,7 +211,10 @@ def _form(ds, **params):
 def test_form_offers_the_tags_and_counts_the_included(ds):
     props = _form(ds, size_mode="size", size=20, embeddings="emb")
     assert props["include_tag"].type.values == ["labelled"] and "rank_field" not in props
-    assert "the included samples are in" in props["include_tag"].view.description
+    # the help is the method's spec's (the default method grows by cluster quota)
+    help_ = props["include_tag"].view.description
+    assert help_ == f"Samples with this tag: {get_spec('auto').include_help}"
+    assert "share of the budget" in help_
     props = _form(ds, size_mode="size", size=20, embeddings="emb", include_tag="labelled")
     assert not props["include_tag"].invalid
     assert props["include_preview"].view.label == "8 of them already tagged 'labelled', 12 new"

@@ -193,6 +193,29 @@ try {
   await shot("forms_threshold.png");
   await closeOperator();
 
+  // 5b. Grow from tagged samples, ranked, balance by a field (issue 15's options).
+  await openOperator(SELECT_LABEL);
+  await modal.getByText("scored samples will be kept", { exact: false }).waitFor();
+  await choose("Grow from samples tagged (optional)", "labelled");
+  result.include_text = await text();
+  result.include_execute_disabled = await executeDisabled();
+  await modal
+    .locator(
+      "xpath=.//*[normalize-space()='Ranked (label the first ones first)']" +
+        "/preceding::input[@type='checkbox'][1]",
+    )
+    .check();
+  await settle();
+  await typeInto("Write the rank to field", "zcore_rank");
+  result.ranked_text = await text();
+  result.ranked_execute_disabled = await executeDisabled();
+  await modal.getByText("Write the rank to field", { exact: true }).scrollIntoViewIfNeeded();
+  await shot("forms_include_ranked.png");
+  await choose("Balance by (optional)", "ground_truth.label");
+  result.include_balance_text = await text();
+  result.include_balance_execute_disabled = await executeDisabled();
+  await closeOperator();
+
   // 6. An empty view: Execute disabled, the reason visible without scrolling, no "0 samples" help.
   await page.goto(
     `${APP_URL}/datasets/${encodeURIComponent(DATASET)}?view=${encodeURIComponent(EMPTY_VIEW)}`,

@@ -105,22 +105,19 @@ class MethodSpec:
 
 #: How a method grows a coreset from samples already in it (``include=``), by spec ``include``.
 INCLUDE_MODES = {
-    "fill": "the included samples are in and count against the budget; the method selects the "
-    "rest of the budget among the other samples, as it would on a pool without them",
-    "quota": "the included samples are in, count against the budget and toward the quota of the "
-    "cluster they fall in (clusters and quotas of the whole budget over all samples); the rest "
-    "of the budget goes to the clusters in proportion to what they still lack, so regions "
-    "already covered get less",
+    "fill": "they are kept and count against the budget; the method picks the rest from the "
+    "other samples",
+    "quota": "they are kept and count toward their cluster's share of the budget, so clusters "
+    "they already cover get fewer new samples",
 }
 
-#: What a method's ranked order is (``ranked=True``), by spec ``ranking``.
+#: What a method's ranked order is (``ranked=True``), by spec ``ranking``. (The App shows these
+#: words; docs/selection.md has the construction.)
 RANKING_MODES = {
-    "exact": "the score order: every prefix of the ranked coreset is the method's coreset of "
-    "that size",
-    "nested": "grown by halves: the first ceil(K/2^j) samples are the method's coreset of that "
-    "size grown from the previous prefix (include=), for j = J..0; inside a step, the best "
-    "scores first (or the lower index). Prefixes in between are the nearest nested "
-    "approximation: the method cannot nest its coresets exactly",
+    "exact": "highest scores first: the first N samples are always this method's coreset of N",
+    "nested": "built in steps that double up to the budget (... a quarter, half, all of it): "
+    "each step is this method's coreset of that size grown from the step before, and sizes in "
+    "between come close to it",
 }
 
 _REGISTRY = {}
