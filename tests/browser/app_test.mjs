@@ -9,8 +9,14 @@
 // Prints one line `RESULT {json}` on success; exits non-zero (with failure.png / failure.html in
 // ZCORE_SHOTS_DIR) on failure.
 
-import path from "node:path";
-import { log, openPage, readEnv, reportFailure } from "./common.mjs";
+import {
+  log,
+  openPage,
+  readEnv,
+  reportFailure,
+  screenshotter,
+  trackOperatorRequests,
+} from "./common.mjs";
 
 const { APP_URL, DATASET, SHOTS, CHROMIUM } = readEnv();
 
@@ -28,23 +34,7 @@ const { browser, page } = await openPage({
 const pageErrors = [];
 page.on("pageerror", (e) => pageErrors.push(String(e)));
 
-// Requests to the operator endpoints still in flight (the dynamic form re-resolves on each edit).
-let inflight = 0;
-const isOp = (r) => r.url().includes("/operators");
-page.on("request", (r) => isOp(r) && inflight++);
-page.on("requestfinished", (r) => isOp(r) && inflight--);
-page.on("requestfailed", (r) => isOp(r) && inflight--);
-
-async function settle(quietMs = 750, timeout = T.ui) {
-  const end = Date.now() + timeout;
-  let quietSince = Date.now();
-  while (Date.now() < end) {
-    if (inflight > 0) quietSince = Date.now();
-    else if (Date.now() - quietSince >= quietMs) return;
-    await page.waitForTimeout(100);
-  }
-  throw new Error("operator requests did not settle");
-}
+const settle = trackOperatorRequests(page, T.ui);
 
 async function waitFor(fn, what, timeout = T.ui) {
   const end = Date.now() + timeout;
@@ -57,12 +47,7 @@ async function waitFor(fn, what, timeout = T.ui) {
   throw new Error(`timed out waiting for ${what} (last: ${JSON.stringify(last)})`);
 }
 
-async function shot(name) {
-  await page.mouse.move(5, 895); // no hover highlight on a thumbnail
-  await page.waitForTimeout(300);
-  await page.screenshot({ path: path.join(SHOTS, name) });
-  log(`screenshot ${name}`);
-}
+const shot = screenshotter(page, SHOTS);
 
 const modal = page.locator("[data-cy=operators-prompt-modal]");
 const openAdvanced = async () => {

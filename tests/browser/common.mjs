@@ -61,3 +61,34 @@ export async function reportFailure(page, shots, err, result, pageErrors) {
   } catch {}
   process.exitCode = 1;
 }
+
+// `settle()`: resolves once no request to the operator endpoints has been in flight for
+// `quietMs` (the dynamic forms re-resolve on each edit); throws after `timeout`.
+export function trackOperatorRequests(page, defaultTimeout) {
+  let inflight = 0;
+  const isOp = (r) => r.url().includes("/operators");
+  page.on("request", (r) => isOp(r) && inflight++);
+  page.on("requestfinished", (r) => isOp(r) && inflight--);
+  page.on("requestfailed", (r) => isOp(r) && inflight--);
+  return async function settle(quietMs = 750, timeout = defaultTimeout) {
+    const end = Date.now() + timeout;
+    let quietSince = Date.now();
+    while (Date.now() < end) {
+      if (inflight > 0) quietSince = Date.now();
+      else if (Date.now() - quietSince >= quietMs) return;
+      await page.waitForTimeout(100);
+    }
+    throw new Error("operator requests did not settle");
+  };
+}
+
+// `shot(name)`: a screenshot of the page in `shots`, the mouse moved off the grid first (no
+// hover highlight on a thumbnail).
+export function screenshotter(page, shots) {
+  return async function shot(name) {
+    await page.mouse.move(5, 895);
+    await page.waitForTimeout(300);
+    await page.screenshot({ path: path.join(shots, name) });
+    log(`screenshot ${name}`);
+  };
+}

@@ -9,8 +9,14 @@
 // Prints one line `RESULT {json}` on success; exits non-zero (with failure.png / failure.html in
 // ZCORE_SHOTS_DIR) on failure.
 
-import path from "node:path";
-import { log, openPage, readEnv, reportFailure } from "./common.mjs";
+import {
+  log,
+  openPage,
+  readEnv,
+  reportFailure,
+  screenshotter,
+  trackOperatorRequests,
+} from "./common.mjs";
 
 const { APP_URL, DATASET, SHOTS, CHROMIUM } = readEnv();
 const EMPTY_VIEW = process.env.ZCORE_EMPTY_VIEW;
@@ -28,29 +34,8 @@ const { browser, page } = await openPage({
 const pageErrors = [];
 page.on("pageerror", (e) => pageErrors.push(String(e)));
 
-let inflight = 0;
-const isOp = (r) => r.url().includes("/operators");
-page.on("request", (r) => isOp(r) && inflight++);
-page.on("requestfinished", (r) => isOp(r) && inflight--);
-page.on("requestfailed", (r) => isOp(r) && inflight--);
-
-async function settle(quietMs = 750, timeout = T.ui) {
-  const end = Date.now() + timeout;
-  let quietSince = Date.now();
-  while (Date.now() < end) {
-    if (inflight > 0) quietSince = Date.now();
-    else if (Date.now() - quietSince >= quietMs) return;
-    await page.waitForTimeout(100);
-  }
-  throw new Error("operator requests did not settle");
-}
-
-async function shot(name) {
-  await page.mouse.move(5, 895);
-  await page.waitForTimeout(300);
-  await page.screenshot({ path: path.join(SHOTS, name) });
-  log(`screenshot ${name}`);
-}
+const settle = trackOperatorRequests(page, T.ui);
+const shot = screenshotter(page, SHOTS);
 
 const modal = page.locator("[data-cy=operators-prompt-modal]");
 const formInput = (label) =>

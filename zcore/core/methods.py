@@ -485,15 +485,11 @@ def cluster_balanced(
     rng = _rng(seed)
     n = len(X) if X is not None else len(np.asarray(labels))
     cand = _eligible(s, X) if X is not None else _eligible(s, np.empty((n, 0)))
-    inc = check_include(include, n)
+    if include is not None and np.size(include):
+        n_keep = check_int(n_keep, "n_keep", min_value=0)
+    inc = check_include(include, n, n_keep)
     if inc.size:
         cand = np.union1d(cand, inc)
-        n_keep = check_int(n_keep, "n_keep", min_value=0)
-        if inc.size > n_keep:
-            raise ValueError(
-                f"{inc.size} samples to include but the budget is {n_keep}: raise the budget to "
-                f"at least {inc.size} or include fewer samples"
-            )
     n_keep = _check_n_keep(n_keep, cand.size)
     small = small_budget(cand.size, n_keep, budget_fraction)
     if quota == "auto":
@@ -1030,21 +1026,18 @@ def select(
             **options,
         )
         return (out, dups) if return_duplicates else out
-    inc = check_include(include, _n_rows(scores, embeddings))
+    n_rows = _n_rows(scores, embeddings)
+    inc = check_include(include, n_rows)
     if inc.size and spec.include == "quota":
         return _select_quota_include(
             spec, n_keep, inc, scores, embeddings, seed, dedup_threshold, return_duplicates, options
         )
     if inc.size:
         n_keep = check_int(n_keep, "n_keep", min_value=0)
-        if inc.size > n_keep:
-            raise ValueError(
-                f"{inc.size} samples to include but the budget is {n_keep}: raise the budget to "
-                f"at least {inc.size} or include fewer samples"
-            )
+        check_include(inc, n_rows, n_keep)
         s = _as_scores(scores)
         X = _as_embeddings(embeddings)
-        dups, pool = _dedup_pool(X, s, inc, dedup_threshold, _n_rows(scores, embeddings))
+        dups, pool = _dedup_pool(X, s, inc, dedup_threshold, n_rows)
         rest = np.setdiff1d(pool, inc)
         sub = np.empty(0, dtype=np.int64)
         if n_keep > inc.size:
@@ -1119,14 +1112,20 @@ def _n_rows(scores, embeddings):
     raise ValueError("pass scores and/or embeddings")
 
 
-def check_include(include, n):
+def check_include(include, n, n_keep=None):
     """``include`` as an int64 array of distinct row indices in ``[0, n)``, in the given order;
-    ``ValueError`` saying which are out of range or repeated."""
+    ``ValueError`` saying which are out of range or repeated, or (with a budget ``n_keep``)
+    that there are more than the budget."""
     if include is None:
         return np.empty(0, dtype=np.int64)
     inc = np.asarray(include)
     if inc.size == 0:
         return np.empty(0, dtype=np.int64)
+    if n_keep is not None and inc.size > n_keep:
+        raise ValueError(
+            f"{inc.size} samples to include but the budget is {n_keep}: raise the budget to "
+            f"at least {inc.size} or include fewer samples"
+        )
     if inc.ndim != 1 or not np.issubdtype(inc.dtype, np.integer):
         raise ValueError(f"include must be a 1-d array of row indices; got {inc.dtype} {inc.shape}")
     bad = inc[(inc < 0) | (inc >= n)]
@@ -1186,11 +1185,7 @@ def select_ranked(
     if spec.ranking == "exact":
         out, dups = select(method, n_keep, seed=seed, include=inc, return_duplicates=True, **kw)
         return out, dups
-    if inc.size > n_keep:
-        raise ValueError(
-            f"{inc.size} samples to include but the budget is {n_keep}: raise the budget to "
-            f"at least {inc.size} or include fewer samples"
-        )
+    check_include(inc, n, n_keep)
     if not isinstance(seed, (int, np.integer)):
         seed = _child_seed(_rng(seed))
     s = _as_scores(scores)

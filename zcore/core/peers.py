@@ -244,15 +244,11 @@ def typiclust(
 
     requested = n_keep
     cand, Xn, n_keep = _prepare(scores, embeddings, n_keep, "typiclust", seed)
-    inc = check_include(include, len(embeddings))
+    if include is not None and np.size(include):
+        requested = check_int(requested, "n_keep", min_value=0)
+    inc = check_include(include, len(embeddings), requested)
     inc_pos = np.empty(0, dtype=np.int64)
     if inc.size:
-        requested = check_int(requested, "n_keep", min_value=0)
-        if inc.size > requested:
-            raise ValueError(
-                f"{inc.size} samples to include but the budget is {requested}: raise the budget "
-                f"to at least {inc.size} or include fewer samples"
-            )
         cand = np.union1d(cand, inc)
         Xn = l2_normalize(_as_embeddings(embeddings)[cand])
         n_keep = min(requested, cand.size)
