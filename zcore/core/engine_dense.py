@@ -57,28 +57,50 @@ def _distances(cols, dp, q, out):
 
 
 @jit
-def _block_min(bits, i0, i1):
-    m = bits[i0]
-    for i in range(i0, i1):
-        v = bits[i]
-        m = v if v < m else m
-    return m
+def _block_min(dist, i0, i1):
+    """Minimum of ``dist[i0:i1]`` with eight independent running minima (a minimum is the same
+    value in any order: no chain of dependent comparisons)."""
+    m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = dist[i0]
+    i = i0
+    while i + 8 <= i1:
+        v0, v1, v2, v3 = dist[i], dist[i + 1], dist[i + 2], dist[i + 3]
+        v4, v5, v6, v7 = dist[i + 4], dist[i + 5], dist[i + 6], dist[i + 7]
+        m0 = v0 if v0 < m0 else m0
+        m1 = v1 if v1 < m1 else m1
+        m2 = v2 if v2 < m2 else m2
+        m3 = v3 if v3 < m3 else m3
+        m4 = v4 if v4 < m4 else m4
+        m5 = v5 if v5 < m5 else m5
+        m6 = v6 if v6 < m6 else m6
+        m7 = v7 if v7 < m7 else m7
+        i += 8
+    for j in range(i, i1):
+        v = dist[j]
+        m0 = v if v < m0 else m0
+    m0 = m1 if m1 < m0 else m0
+    m2 = m3 if m3 < m2 else m2
+    m4 = m5 if m5 < m4 else m4
+    m6 = m7 if m7 < m6 else m6
+    m0 = m2 if m2 < m0 else m0
+    m4 = m6 if m6 < m4 else m4
+    return m4 if m4 < m0 else m0
 
 
 @jit
-def _argmin(bits):
-    """Lowest index at the minimum of ``bits``: the int64 bit patterns of non-negative float64
-    distances, which order as the distances do (integer minima vectorise, float ones do not)."""
-    n = bits.shape[0]
-    best = bits[0]
+def _argmin(dist):
+    """Lowest index at the minimum of ``dist`` (non-negative float64 distances, no NaN): the
+    minimum of each block of ``_BLOCK``, then the first
+    index at it in the first block holding it."""
+    n = dist.shape[0]
+    best = dist[0]
     first = 0
     for i0 in range(0, n, _BLOCK):
-        m = _block_min(bits, i0, min(i0 + _BLOCK, n))
+        m = _block_min(dist, i0, min(i0 + _BLOCK, n))
         if m < best:
             best = m
             first = i0
     for i in range(first, n):
-        if bits[i] == best:
+        if dist[i] == best:
             return i
     return first
 
@@ -172,7 +194,7 @@ def _dense_kernel(
     for p in range(n_points):
         dp = dims[p]
         _distances(cols, dp, coords[p], dist)
-        c = _argmin(bits)
+        c = _argmin(dist)
         out_c[p] = c
         for j in range(s):
             center[j] = np.float64(cols[dp[j], c])

@@ -116,7 +116,7 @@ class NumbaKnobs:
     #: that many samples lie within it).
     dense_slack: float = 0.25
     #: Dense kernel: points per batch are ``dense_batch_elements // (k + slack)``.
-    dense_batch_elements: int = 1 << 20
+    dense_batch_elements: int = 1 << 16
     #: Dense kernel: counting passes spent on the admission threshold before giving up on the
     #: width (then the exact ``k`` best are selected among all the samples within the last
     #: threshold tried).
