@@ -17,10 +17,12 @@ Per point, over a column-major copy of ``X`` (``4 N D`` bytes, one column per di
   all samples, if fewer than ``k`` were), and the exact ``k`` best by ``(distance, index)`` picked
   among them. The threshold changes the time only: a sample above it is farther than ``k`` others.
 
-The ``k`` best of a batch of points go to numpy for the weights (its ``**`` and its pairwise sum
-over the distances sorted ascending, as :func:`~zcore.core.law.penalty_weights` does), then the
-fixed-point penalties are added by a compiled loop (the float64 operations of
-:func:`~zcore.core.law.to_fixed`).
+The candidates of a batch of points (``NumbaKnobs.dense_batch_elements``, small enough to stay in
+cache) go to :func:`~zcore.core.kernels.apply_penalties`: numpy sorts them and takes the pairwise
+sum over the ``k`` best sorted ascending, as :func:`~zcore.core.law.penalty_weights` does; for a
+whole exponent the weights themselves are the products of :func:`~zcore.core.law.law_power`,
+computed in the compiled loop that adds the fixed-point penalties (the float64 operations of
+:func:`~zcore.core.law.to_fixed`); other exponents use numpy's ``**``.
 
 Memory: the column-major copy of ``X``, two ``N``-long buffers, and ``batch x k`` distances and
 indices (``16 x NumbaKnobs.dense_batch_elements`` bytes), plus numpy temporaries of the same size.
