@@ -478,3 +478,31 @@ def test_torch_power_and_pairwise_sum_match_numpy_bits():
         np.testing.assert_array_equal(got, law_power(x, exp), err_msg=f"exp={exp}")
     with pytest.raises(ValueError, match="whole exponent"):
         law_power_torch(torch.from_numpy(x), 0.5)
+
+
+@pytest.mark.parametrize("exp", [4.0, 3.0, 1.0, 0.0, 2.5])
+def test_compiled_penalties_match_the_law_on_ties(exp):
+    """apply_penalties (compiled weights for whole exponents, numpy otherwise) against the law's
+    own add_point_penalties, on candidate rows in any order with tied distances and padding."""
+    from zcore.core import kernels
+    from zcore.core.law import add_point_penalties, k_smallest
+
+    if not kernels.AVAILABLE:
+        pytest.skip("numba not installed")
+    rng = np.random.default_rng(int(exp * 10))
+    n, k, width, rows = 500, 23, 40, 60
+    dist = rng.integers(1, 9, size=(rows, width)).astype(np.float64) / 3.0  # many ties
+    dist[:, -3:] = np.inf  # padding
+    dist[5, 7] = 0.0  # a row with a duplicate of the center
+    idx = np.stack([rng.permutation(n)[:width] for _ in range(rows)])
+    shift = 40
+    expected = np.zeros(n, np.int64)
+    for r in range(rows):
+        full = np.full(n, np.inf)
+        full[idx[r]] = dist[r]
+        nn, nd = k_smallest(full, k, n)
+        add_point_penalties(expected, nn, nd, exp=exp, shift=shift)
+    got = np.zeros(n, np.int64)
+    ws = kernels.Workspace(rows, width, k)
+    kernels.apply_penalties(dist, idx, got, k, exp, shift, np.int64(1) << shift, ws)
+    np.testing.assert_array_equal(got, expected)

@@ -17,10 +17,12 @@ Per point, over a column-major copy of ``X`` (``4 N D`` bytes, one column per di
   all samples, if fewer than ``k`` were), and the exact ``k`` best by ``(distance, index)`` picked
   among them. The threshold changes the time only: a sample above it is farther than ``k`` others.
 
-The ``k`` best of a batch of points go to numpy for the weights (its ``**`` and its pairwise sum
-over the distances sorted ascending, as :func:`~zcore.core.law.penalty_weights` does), then the
-fixed-point penalties are added by a compiled loop (the float64 operations of
-:func:`~zcore.core.law.to_fixed`).
+The candidates of a batch of points (``NumbaKnobs.dense_batch_elements``, small enough to stay in
+cache) go to :func:`~zcore.core.kernels.apply_penalties`: numpy sorts them and takes the pairwise
+sum over the ``k`` best sorted ascending, as :func:`~zcore.core.law.penalty_weights` does; for a
+whole exponent the weights themselves are the products of :func:`~zcore.core.law.law_power`,
+computed in the compiled loop that adds the fixed-point penalties (the float64 operations of
+:func:`~zcore.core.law.to_fixed`); other exponents use numpy's ``**``.
 
 Memory: the column-major copy of ``X``, two ``N``-long buffers, and ``batch x k`` distances and
 indices (``16 x NumbaKnobs.dense_batch_elements`` bytes), plus numpy temporaries of the same size.
@@ -57,28 +59,50 @@ def _distances(cols, dp, q, out):
 
 
 @jit
-def _block_min(bits, i0, i1):
-    m = bits[i0]
-    for i in range(i0, i1):
-        v = bits[i]
-        m = v if v < m else m
-    return m
+def _block_min(dist, i0, i1):
+    """Minimum of ``dist[i0:i1]`` with eight independent running minima (a minimum is the same
+    value in any order: no chain of dependent comparisons)."""
+    m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = dist[i0]
+    i = i0
+    while i + 8 <= i1:
+        v0, v1, v2, v3 = dist[i], dist[i + 1], dist[i + 2], dist[i + 3]
+        v4, v5, v6, v7 = dist[i + 4], dist[i + 5], dist[i + 6], dist[i + 7]
+        m0 = v0 if v0 < m0 else m0
+        m1 = v1 if v1 < m1 else m1
+        m2 = v2 if v2 < m2 else m2
+        m3 = v3 if v3 < m3 else m3
+        m4 = v4 if v4 < m4 else m4
+        m5 = v5 if v5 < m5 else m5
+        m6 = v6 if v6 < m6 else m6
+        m7 = v7 if v7 < m7 else m7
+        i += 8
+    for j in range(i, i1):
+        v = dist[j]
+        m0 = v if v < m0 else m0
+    m0 = m1 if m1 < m0 else m0
+    m2 = m3 if m3 < m2 else m2
+    m4 = m5 if m5 < m4 else m4
+    m6 = m7 if m7 < m6 else m6
+    m0 = m2 if m2 < m0 else m0
+    m4 = m6 if m6 < m4 else m4
+    return m4 if m4 < m0 else m0
 
 
 @jit
-def _argmin(bits):
-    """Lowest index at the minimum of ``bits``: the int64 bit patterns of non-negative float64
-    distances, which order as the distances do (integer minima vectorise, float ones do not)."""
-    n = bits.shape[0]
-    best = bits[0]
+def _argmin(dist):
+    """Lowest index at the minimum of ``dist`` (non-negative float64 distances, no NaN): the
+    minimum of each block of ``_BLOCK``, then the first
+    index at it in the first block holding it."""
+    n = dist.shape[0]
+    best = dist[0]
     first = 0
     for i0 in range(0, n, _BLOCK):
-        m = _block_min(bits, i0, min(i0 + _BLOCK, n))
+        m = _block_min(dist, i0, min(i0 + _BLOCK, n))
         if m < best:
             best = m
             first = i0
     for i in range(first, n):
-        if bits[i] == best:
+        if dist[i] == best:
             return i
     return first
 
@@ -172,7 +196,7 @@ def _dense_kernel(
     for p in range(n_points):
         dp = dims[p]
         _distances(cols, dp, coords[p], dist)
-        c = _argmin(bits)
+        c = _argmin(dist)
         out_c[p] = c
         for j in range(s):
             center[j] = np.float64(cols[dp[j], c])

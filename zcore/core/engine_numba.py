@@ -110,13 +110,13 @@ class NumbaKnobs:
     #: Largest ``N`` scored by the dense scan kernel (:mod:`zcore.core.engine_dense`) instead of
     #: the windowed one: the crossover of the two measured with ``benchmarks/bench_scoring.py``
     #: (D = 512, ``redund_nn`` = 1000, see README, Performance).
-    dense_max_n: int = 60_000
+    dense_max_n: int = 15_000
     #: Dense kernel: candidates per point handed to numpy for the weights are at most
     #: ``k + dense_slack * k + 32`` (the admission threshold is searched until between ``k`` and
     #: that many samples lie within it).
     dense_slack: float = 0.25
     #: Dense kernel: points per batch are ``dense_batch_elements // (k + slack)``.
-    dense_batch_elements: int = 1 << 20
+    dense_batch_elements: int = 1 << 16
     #: Dense kernel: counting passes spent on the admission threshold before giving up on the
     #: width (then the exact ``k`` best are selected among all the samples within the last
     #: threshold tried).

@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from .law import law_power
+from .law import integral_exponent, law_power
 
 try:  # numba is optional: without it the module still imports and AVAILABLE is False
     import numba
@@ -187,15 +187,45 @@ def compact(bd, bi, size, k, sd, si):
     return w, t
 
 
+@jit_inline
+def power_int(x, e):
+    """``x ** e`` for a whole ``e >= 0`` with the products of :func:`zcore.core.law.power_by_squaring`
+    (same operations, same order: the same bits as :func:`~zcore.core.law.law_power`)."""
+    result = 1.0
+    have = False
+    base = x
+    while True:
+        if e & 1:
+            if have:
+                result = result * base
+            else:
+                result = base
+                have = True
+        e >>= 1
+        if e == 0:
+            return result
+        base = base * base
+
+
 @jit
-def add_penalties(penalty, dist, idx, kth, w, sums, k, scale, one, ties):
+def top_powers(ordered, k, e, out):
+    """``out[r, j] = (ordered[r, 0] / ordered[r, j]) ** e`` for ``j < k`` (:func:`power_int`)."""
+    for r in range(out.shape[0]):
+        d0 = ordered[r, 0]
+        for j in range(k):
+            out[r, j] = power_int(d0 / ordered[r, j], e)
+
+
+@jit
+def add_penalties(penalty, dist, idx, kth, w, sums, k, scale, one, ties, dmin, e):
     """Add the fixed-point penalties of each row's ``k`` best candidates by ``(distance, index)``.
 
     ``kth[r]`` is the ``k``-th smallest distance of row ``r``: the best are those below it, then
     the lowest indices among those equal to it. Each gets ``rint(w / sum * 2**shift)``, the same
     float64 operations as :func:`zcore.core.law.to_fixed` on ``w / w.sum()`` (``ldexp`` by
     ``shift`` is the exact product by ``scale = 2.0**shift``); if the nearest is at distance 0,
-    only the lowest-index one at distance 0 gets ``one``.
+    only the lowest-index one at distance 0 gets ``one``. With ``e >= 0`` the weights are not
+    read from ``w`` but computed as ``power_int(dmin[r] / dist[r, j], e)`` (the same bits).
     """
     rows, width = dist.shape
     for r in range(rows):
@@ -214,7 +244,8 @@ def add_penalties(penalty, dist, idx, kth, w, sums, k, scale, one, ties):
             d = dist[r, j]
             if d < t:
                 below += 1
-                penalty[idx[r, j]] += np.int64(np.rint((w[r, j] / total) * scale))
+                wj = w[r, j] if e < 0 else power_int(dmin[r] / d, e)
+                penalty[idx[r, j]] += np.int64(np.rint((wj / total) * scale))
             elif d == t:
                 ties[n_ties] = j
                 n_ties += 1
@@ -229,7 +260,8 @@ def add_penalties(penalty, dist, idx, kth, w, sums, k, scale, one, ties):
                 ties[b + 1] = v
         for a in range(need):
             j = ties[a]
-            penalty[idx[r, j]] += np.int64(np.rint((w[r, j] / total) * scale))
+            wj = w[r, j] if e < 0 else power_int(dmin[r] / dist[r, j], e)
+            penalty[idx[r, j]] += np.int64(np.rint((wj / total) * scale))
 
 
 class Workspace:
@@ -262,6 +294,15 @@ def apply_penalties(dist, idx, penalty, k, exp, shift, one, ws):
     kth = np.ascontiguousarray(ordered[:, k - 1])
     dmin = ordered[:, :1]
     live = dmin[:, 0] > 0.0
+    e = integral_exponent(exp)
+    scale = np.ldexp(1.0, shift)
+    if e is not None and live.all():  # compiled weights, in cache (the same bits)
+        top = ws.top[:rows]
+        top_powers(ordered, k, e, top)
+        sums = top.sum(axis=1)
+        d0 = np.ascontiguousarray(ordered[:, 0])
+        add_penalties(penalty, dist, idx, kth, dist, sums, k, scale, one, ws.ties, d0, e)
+        return
     if live.all():
         top = ws.top[:rows]
         np.copyto(top, ordered[:, :k])
@@ -275,4 +316,4 @@ def apply_penalties(dist, idx, penalty, k, exp, shift, one, ws):
             top = np.ascontiguousarray(ordered[live, :k])
             sums[live] = ((top[:, :1] / top) ** exp).sum(axis=1)
             w[live] = (dmin[live] / dist[live]) ** exp
-    add_penalties(penalty, dist, idx, kth, w, sums, k, np.ldexp(1.0, shift), one, ws.ties)
+    add_penalties(penalty, dist, idx, kth, w, sums, k, scale, one, ws.ties, kth, -1)
