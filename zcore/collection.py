@@ -656,11 +656,7 @@ def _select_with_method(
                 f"collection), e.g. {missing[:3]}: compute their embeddings or include others"
             )
         include_rows = np.array([where[i] for i in include_ids], dtype=np.int64)
-        if len(include_rows) > n_keep:
-            raise ValueError(
-                f"{len(include_rows)} samples to include but the budget is {n_keep}: raise the "
-                f"budget to at least {len(include_rows)} or include fewer samples"
-            )
+        M.check_include(include_rows, len(ids), n_keep)  # before any write
     balance_info = {}
     if group_path is None:
         idx, dups = M.select(
