@@ -41,7 +41,7 @@ benchmark-quality: install data-deps
 
 # Engine vs the straightforward implementation (see README, Performance).
 benchmark-scoring: install
-	$(PY) benchmarks/bench_scoring.py --n 10000 20000 50000 --engine numba numba-windowed --baseline-seconds 30
+	$(PY) benchmarks/bench_scoring.py --n 10000 20000 50000 --engine numba-dense numba-windowed --baseline-seconds 30
 
 # compute_zcore end to end on 1.28M x 512, delegated: builds the dataset once (~2 min), runs ~10 min.
 benchmark-scale: install

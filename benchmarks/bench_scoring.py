@@ -143,10 +143,10 @@ def run_config(n, d, points_per_sample, max_points, workers, engine_name, baseli
     from zcore.core.validation import check_embeddings
 
     knobs = None
-    if engine_name == "numba-windowed":  # the compiled engine's windowed kernel at every N
+    if engine_name in ("numba-windowed", "numba-dense"):  # one compiled kernel at every N
         from zcore.core.engine_numba import NumbaKnobs
 
-        knobs = NumbaKnobs(dense_max_n=0)
+        knobs = NumbaKnobs(dense_max_n=0 if engine_name == "numba-windowed" else 2**62)
         engine = get_engine("numba").load()
     else:
         engine = get_engine(engine_name).load()  # compiles / loads the numba cache before timing
@@ -262,7 +262,8 @@ def main(argv=None):
         "--engine",
         nargs="+",
         default=["numba"],
-        help="engines under test (numba, numba-windowed = its windowed kernel at every N, torch...)",
+        help="engines under test (numba, numba-windowed / numba-dense = one of its kernels at every "
+        "N, torch...)",
     )
     parser.add_argument(
         "--baseline-seconds",
