@@ -40,7 +40,7 @@ from zcore import collection as zc  # noqa: E402
 from zcore.core import dask_access  # noqa: E402
 from zcore.core.config import LAW_OPTIONS, Execution, ScoreConfig, default_n_samples  # noqa: E402
 from zcore.core.registry import DEFAULT_METHOD, app_methods, get_spec  # noqa: E402
-from zcore.forms import form_error  # noqa: E402
+from zcore.forms import dropdown, form_error  # noqa: E402
 from zcore.levels import is_vector_field  # noqa: E402
 from zcore.panel import CoresetPanel, default_score_field, score_fields  # noqa: E402
 
@@ -298,10 +298,9 @@ class SelectCoreset(foo.Operator):
             )
             return types.Property(inputs)
         default = default_score_field(fields)  # zcore_score (or <patches>.zcore_score) first
-        choices = types.DropdownView()
-        for f in fields:
-            choices.add_choice(f, label=f)
-        inputs.enum("score_field", fields, default=default, label="Score field", view=choices)
+        inputs.enum(
+            "score_field", fields, default=default, label="Score field", view=dropdown(fields)
+        )
         score_field = ctx.params.get("score_field") or default
         n_scored = view.exists(score_field).count()
         if n_scored == 0:
@@ -1009,9 +1008,6 @@ def _balance_inputs(ctx, inputs, view):
     fields = zc.balance_fields(view)
     if not fields:
         return
-    choices = types.DropdownView()
-    for f in fields:
-        choices.add_choice(f, label=f)
     inputs.enum(
         "balance_by",
         fields,
@@ -1019,7 +1015,7 @@ def _balance_inputs(ctx, inputs, view):
         description="A label, string or int field: each of its values gets a share of the budget "
         "and the method runs inside each value's samples",
         required=False,
-        view=choices,
+        view=dropdown(fields),
     )
     field = ctx.params.get("balance_by") or None
     if field is None:
@@ -1037,16 +1033,13 @@ def _include_inputs(ctx, inputs, view, spec):
         return
     tags = sorted(view.count_sample_tags())
     if tags:
-        choices = types.DropdownView()
-        for t in tags:
-            choices.add_choice(t, label=t)
         inputs.enum(
             "include_tag",
             tags,
             label="Grow from samples tagged (optional)",
             description=f"Samples with this tag: {spec.include_help}",
             required=False,
-            view=choices,
+            view=dropdown(tags),
         )
     saved = view._root_dataset.list_saved_views()
     if saved:

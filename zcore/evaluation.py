@@ -23,7 +23,7 @@ from .collection import (
 from .core import evaluate as E
 from .core.budget import as_scores
 from .core.progress import stage
-from .forms import form_error
+from .forms import dropdown, form_error
 from .levels import field_names, is_frame_path, level_of
 
 DEFAULT_RUN_KEY = "zcore_evaluation"
@@ -356,9 +356,6 @@ def form_inputs(inputs, view, params):
             "with the class of (some of) the samples",
         )
         return
-    label_view = types.DropdownView()
-    for f in labels:
-        label_view.add_choice(f, label=f)
     default_label = "ground_truth" if "ground_truth" in labels else labels[0]
     inputs.enum(
         "label_field",
@@ -366,7 +363,7 @@ def form_inputs(inputs, view, params):
         default=default_label,
         label="Label field",
         description="Classification, string or int; samples without a label are skipped",
-        view=label_view,
+        view=dropdown(labels),
     )
     fields = vector_fields(view)
     if not fields:

@@ -10,3 +10,11 @@ def form_error(inputs, name, message):
     prop.invalid = True
     prop.error_message = message
     return prop
+
+
+def dropdown(choices):
+    """A dropdown whose labels are the choices themselves (field names, tags, run keys)."""
+    view = types.DropdownView()
+    for c in choices:
+        view.add_choice(c, label=c)
+    return view

@@ -30,6 +30,7 @@ import numpy as np
 from . import collection as zc
 from . import evaluation as zev
 from .core.budget import select_top_indices
+from .forms import dropdown
 
 MODES = ("fraction", "size", "threshold")
 MODE_LABELS = {"fraction": "Fraction", "size": "Count", "threshold": "Score threshold"}
@@ -835,7 +836,7 @@ class CoresetPanel(foo.Panel):
             c.fields,
             default=default_score_field(c.fields),
             label="Score field",
-            view=_dropdown(c.fields),
+            view=dropdown(c.fields),
             on_change=self.on_change,
         )
         modes = types.RadioGroup(orientation="horizontal")
@@ -920,7 +921,7 @@ class CoresetPanel(foo.Panel):
                 labels,
                 default=labels[0],
                 label="Class field",
-                view=_dropdown(labels),
+                view=dropdown(labels),
                 on_change=self.on_change,
             )
 
@@ -974,7 +975,7 @@ class CoresetPanel(foo.Panel):
             others,
             label="Compare with",
             description="Overlap of the two kept sets at the chosen size",
-            view=_dropdown(others),
+            view=dropdown(others),
             on_change=self.on_change,
         )
         other = ctx.panel.state.get("compare_field")
@@ -1043,7 +1044,7 @@ class CoresetPanel(foo.Panel):
                 keys,
                 default=keys[-1],
                 label="Evaluation",
-                view=_dropdown(keys),
+                view=dropdown(keys),
                 on_change=self.on_change,
             )
         result = evals[key]
@@ -1082,13 +1083,6 @@ class CoresetPanel(foo.Panel):
 
 #: The control values of one event (see :meth:`CoresetPanel._controls`).
 _Controls = namedtuple("_Controls", "fields field mode value n default lo hi")
-
-
-def _dropdown(choices):
-    view = types.DropdownView()
-    for f in choices:
-        view.add_choice(f, label=f)
-    return view
 
 
 def _slider_view(lo, hi, step, precision):
