@@ -40,7 +40,13 @@ from zcore import collection as zc  # noqa: E402
 from zcore.core import dask_access  # noqa: E402
 from zcore.core.config import LAW_OPTIONS, Execution, ScoreConfig, default_n_samples  # noqa: E402
 from zcore.core.registry import DEFAULT_METHOD, app_methods, get_spec  # noqa: E402
-from zcore.forms import dropdown, form_error  # noqa: E402
+from zcore.forms import (  # noqa: E402
+    BALANCE_BY_HELP,
+    BALANCE_LABELS,
+    balance_radio,
+    dropdown,
+    form_error,
+)
 from zcore.levels import is_vector_field  # noqa: E402
 from zcore.panel import CoresetPanel, default_score_field, score_fields  # noqa: E402
 
@@ -1012,18 +1018,14 @@ def _balance_inputs(ctx, inputs, view):
         "balance_by",
         fields,
         label="Balance by (optional)",
-        description="A label, string or int field: each of its values gets a share of the budget "
-        "and the method runs inside each value's samples",
+        description=BALANCE_BY_HELP,
         required=False,
         view=dropdown(fields),
     )
     field = ctx.params.get("balance_by") or None
     if field is None:
         return
-    quota = types.RadioGroup(orientation="horizontal")
-    quota.add_choice("proportional", label="Proportional to each value's samples")
-    quota.add_choice("equal", label="Equal per value")
-    inputs.enum("balance", ["proportional", "equal"], default="proportional", view=quota)
+    inputs.enum("balance", list(BALANCE_LABELS), default="proportional", view=balance_radio())
 
 
 def _include_inputs(ctx, inputs, view, spec):

@@ -271,9 +271,10 @@ def test_an_event_reads_each_field_once_and_the_next_event_reads_nothing(scored,
     state = {"mode": "size", "size": 13, "compare_field": "zc_seed1"}
     props = _render(scored, state)
     assert "Kept: 13 of 60" in _md(props, "summary")
-    # one pass per field: the score, the compared score, the labels (each with the ids)
-    assert _read_fields(reads) == ["ground_truth.label", "zc_seed1", "zcore_score"]
-    assert all(call[0] == "id" and len(call) == 2 for call in reads)
+    # one pass per field: the score, the compared score, the labels (each with the ids), and
+    # the counts of the sample tags (for "Grow from samples tagged")
+    assert _read_fields(reads) == ["ground_truth.label", "tags", "zc_seed1", "zcore_score"]
+    assert all(call[0] == "id" and len(call) == 2 for call in reads if call != ["tags"])
     # other events (slider, mode, threshold, compare field) read no sample again
     for state in (
         {"mode": "size", "size": 21, "compare_field": "zc_seed1"},
@@ -297,7 +298,7 @@ def test_kmeans_is_fitted_once_for_all_events(make_dataset, reads, kmeans_fits):
         props = _render(ds, state)
         assert set(props["plots"].type.properties) == {"histogram", "classes"}
     assert len(kmeans_fits) == 1 and kmeans_fits[0] == (40, 6)
-    assert _read_fields(reads) == ["embeddings", "zcore_score"]
+    assert _read_fields(reads) == ["embeddings", "tags", "zcore_score"]
 
 
 def test_the_clusters_shown_are_a_fresh_kmeans_fit(make_dataset):
@@ -623,3 +624,123 @@ def test_the_panel_shows_the_recorded_evaluations(scored):
     # choosing the other one shows it
     md = _md(_render(scored, {"evaluation_key": "eval_a"}), "eval_md")
     assert first.to_markdown() in md and md.startswith("`eval_a`")
+
+
+# --- balance by a field, grow from tagged samples, write ranks (issue 15) ----------------------
+
+
+def _balanced(ds, **kw):
+    """select_coreset's balanced top-score selection with the panel's seed (recorded)."""
+    view = zcore.select_coreset(
+        ds, method="topk", balance_by="ground_truth", seed=zp.PANEL_SEED, run_key="ref", **kw
+    )
+    ds.delete_run("ref")
+    return view.values("id")
+
+
+@pytest.mark.parametrize("balance", ["proportional", "equal"])
+@pytest.mark.parametrize("mode, value", [("fraction", 0.2), ("size", 7)])
+def test_balanced_kept_set_equals_select_coreset(scored, mode, value, balance):
+    s = zp.coreset_summary(
+        scored, "zcore_score", mode, value, balance_by="ground_truth", balance=balance
+    )
+    want = _balanced(scored, balance=balance, **{mode: value})
+    assert s["ids"] == want and s["kept"].values("id") == want
+    labels = dict(zip(scored.values("id"), scored.values("ground_truth.label")))
+    counts = {v: sum(labels[i] == v for i in want) for v in ("bird", "cat", "dog")}
+    assert s["per_value"] == counts and s["cut"] is None
+    if balance == "equal":  # 15 bird, 15 cat, 30 dog: equal quotas differ by at most one
+        assert max(counts.values()) - min(counts.values()) <= 1
+    assert "ref" not in scored.list_runs() and "coreset_panel" not in scored.list_runs()
+
+
+def test_grown_kept_set_equals_select_coreset(scored):
+    low = scored.sort_by("zcore_score").limit(3)  # the lowest scores: never kept by score
+    low.tag_samples("labelled")
+    s = zp.coreset_summary(scored, "zcore_score", "size", 10, tag="labelled")
+    want = zcore.select_coreset(scored, size=10, method="topk", include="labelled", run_key="r")
+    assert s["ids"] == want.values("id") and s["n_included"] == 3
+    assert set(low.values("id")) <= set(s["ids"][:3]) and len(s["ids"]) == 10
+    top7 = zcore.select_coreset(scored, size=7, method="topk").values("zcore_score")
+    assert s["cut"] == pytest.approx(min(top7))  # the cut of the samples chosen by score
+    with pytest.raises(ValueError, match="3 samples to include but the budget is 2"):
+        zp.coreset_summary(scored, "zcore_score", "size", 2, tag="labelled")
+
+
+def test_panel_renders_balance_and_grow_controls(scored):
+    scored.take(2, seed=0).tag_samples("labelled")
+    props = _render(scored, {"mode": "size", "size": 12, "balance_by": "ground_truth"})
+    row = props["options_row"].type.properties
+    assert set(row) == {"balance_by", "include_tag"} and "balance" in props
+    assert [c.value for c in row["balance_by"].view.choices][:1] == [""]
+    assert "ground_truth" in [c.value for c in row["balance_by"].view.choices]
+    assert [c.value for c in row["include_tag"].view.choices] == ["", "labelled"]
+    text = _md(props, "summary")
+    assert "Kept: 12 of 60" in text and "Balanced over `ground_truth` (proportional)" in text
+    assert "dog: 6" in text and "rank_row" not in props  # ranks do not combine with balance
+    props = _render(scored, {"mode": "size", "size": 12, "include_tag": "labelled"})
+    assert "2 of them already tagged 'labelled', 10 new" in _md(props, "summary")
+    assert "rank_row" in props
+    both = {"mode": "size", "size": 12, "include_tag": "labelled", "balance_by": "ground_truth"}
+    props = _render(scored, both)
+    assert "does not combine with Balance by" in props["error"].view.label
+    # a threshold has no budget: the options are not offered, and the state's are not applied
+    props = _render(scored, {**both, "mode": "threshold", "threshold": 0.5})
+    assert "options_row" not in props and "take a budget" in _md(props, "options_md")
+    n = zcore.select_coreset(scored, threshold=0.5, method="topk").count()
+    assert f"Kept: {n} of 60" in _md(props, "summary")
+
+
+def test_panel_saves_tags_and_ranks_balanced_and_grown_sets(scored, triggers):
+    state = {"mode": "size", "size": 9, "balance_by": "ground_truth", "balance": "equal"}
+    _call(scored, "save_view", {**state, "save_row": {"view_name": "bal9"}})
+    want = _balanced(scored, size=9, balance="equal")
+    assert scored.load_saved_view("bal9").values("id") == want
+    info = scored.get_run_info(zp.PANEL_RUN_KEY).config
+    assert info.balance_by == "ground_truth" and info.balance == "equal"
+    assert info.seed == zp.PANEL_SEED
+    # a second save replaces the panel's run record
+    _call(scored, "save_view", {**state, "size": 12, "save_row": {"view_name": "bal12"}})
+    assert scored.load_saved_view("bal12").count() == 12
+    assert scored.list_runs().count(zp.PANEL_RUN_KEY) == 1
+    # grow from a tag, tag the kept set, and write ranks
+    first = scored.take(2, seed=1)
+    first.tag_samples("labelled")
+    grow = {"mode": "size", "size": 6, "include_tag": "labelled", "tag_row": {"tag": "next"}}
+    _call(scored, "tag_kept", grow)
+    ref = zcore.select_coreset(scored, size=6, method="topk", include="labelled", run_key="r")
+    assert sorted(scored.match_tags("next").values("id")) == sorted(ref.values("id"))
+    _call(scored, "write_ranks", {**grow, "rank_row": {"rank_field": "rank"}})
+    ranked = scored.exists("rank").sort_by("rank")
+    assert ranked.values("rank") == [1, 2, 3, 4, 5, 6]
+    assert ranked.values("id") == ref.values("id")
+    assert set(ranked.values("id")[:2]) == set(first.values("id"))
+    # a budget below the tagged samples: refused, said, nothing written
+    r = _call(scored, "tag_kept", {**grow, "size": 1, "tag_row": {"tag": "none"}})
+    assert r.error is None and "none" not in scored.count_sample_tags()
+    msgs = [str(p) for p in _sent(triggers, "notify") if "Not tagged" in str(p)]
+    assert len(msgs) == 1 and "raise the budget" in msgs[0]
+
+
+def test_a_shown_balanced_set_keeps_the_panel_on_its_view(scored, triggers):
+    base = scored.match(F("ground_truth.label") != "bird")
+    state = {"mode": "size", "size": 8, "balance_by": "ground_truth"}
+    params = {"__method__": "show_kept", "panel_id": "test-panel", "panel_state": state}
+    r = foo.execute_operator(PANEL, ctx={"dataset": scored, "view": base, "params": params})
+    assert r.error is None
+    [shown] = [p for uri, p in triggers if uri.endswith("set_view")]
+    kept = fo.DatasetView._build(scored, shown["view"])
+    assert kept.count() == 8
+    # the panel remembers where the kept set came from (the App patches its state with it)
+    [patch] = [p for uri, p in triggers if uri.endswith("patch_panel_state")]
+    shown = patch["state"]["shown"]
+    assert shown["kept"] == zp._identity(kept)[3]
+    # while the grid shows the kept set, the panel still counts on the view it came from
+    ctx_state = dict(state, shown=shown)
+    props = _render(scored, ctx_state, view=kept)
+    assert f"Kept: 8 of {base.count()}" in _md(props, "summary")
+    # the form opened from the panel carries its balance
+    state = {"mode": "size", "size": 8, "balance_by": "ground_truth", "balance": "equal"}
+    _call(scored, "run_select", state)
+    prompt = _sent(triggers, "prompt_user_for_operation")[-1]["params"]
+    assert prompt["balance_by"] == "ground_truth" and prompt["balance"] == "equal"

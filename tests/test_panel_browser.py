@@ -22,6 +22,8 @@ from zcore import panel as zp
 N = 40
 VIEW_NAME = "panel_coreset"
 TAKEN = "taken"  # a saved view that exists before: the panel must refuse to replace it
+TAG = "labelled"  # samples tagged before: the panel grows the kept set from them
+BALANCED_VIEW = "panel_balanced"
 QUEUED_FIELD = "zc_queued"  # a compute_zcore operation queued (no worker runs it)
 FAST = {"n_samples": 400, "redund_nn": 10}
 
@@ -49,6 +51,7 @@ def app(tmp_path):
     zcore.compute_zcore(ds, embeddings="pixels", seed=0, component_fields=True, **FAST)
     zcore.compute_zcore(ds, embeddings="pixels", score_field="zcore_seed1", seed=1, **FAST)
     ds.save_view(TAKEN, ds.limit(3))
+    ds.take(3, seed=0).tag_samples(TAG)
     zcore.evaluate_coreset(
         ds,
         label_field="ground_truth",
@@ -81,12 +84,14 @@ def test_coreset_panel_in_the_app(app, tmp_path):
     result = run_script(
         "panel_test.mjs",
         shots,
-        timeout=150,
+        timeout=240,
         ZCORE_APP_URL=url,
         ZCORE_DATASET=ds.name,
         ZCORE_VIEW_NAME=VIEW_NAME,
         ZCORE_TAKEN_VIEW=TAKEN,
         ZCORE_QUEUED_OP=f"compute_zcore → {QUEUED_FIELD}",
+        ZCORE_TAG=TAG,
+        ZCORE_BALANCED_VIEW=BALANCED_VIEW,
     )
     assert result["page_errors"] == []
 
@@ -155,5 +160,38 @@ def test_coreset_panel_in_the_app(app, tmp_path):
     )
     assert result["overlap"].startswith(f"Overlap: {len(a & b)} ")
 
-    keep_screenshots(shots, ["app_panel.png"])
+    # Grow from the tagged samples: the count line says how many are new, and "Write ranks"
+    # wrote select_coreset's ranks (the tagged samples first, then by score).
+    assert result["grow_line"] == f"3 of them already tagged '{TAG}', {size - 3} new"
+    assert result["grown"] == {"kept": size, "of": N}
+    assert result["default_rank_field"] == zp.DEFAULT_RANK_FIELD
+    assert abs(result["rank_offset"]) <= 8  # "Write ranks" level with its input
+    assert result["ranks_msg"].startswith(f"Wrote ranks 1-{size} to '{zp.DEFAULT_RANK_FIELD}'")
+    ds.reload()
+    ranked = ds.exists(zp.DEFAULT_RANK_FIELD).sort_by(zp.DEFAULT_RANK_FIELD)
+    grown = zcore.select_coreset(ds, size=size, method="topk", include=TAG, run_key="check")
+    assert ranked.values("id") == grown.values("id")
+    assert ranked.values(zp.DEFAULT_RANK_FIELD) == list(range(1, size + 1))
+    assert set(ranked.values("id")[:3]) == set(ds.match_tags(TAG).values("id"))
+    # Balance by the labels, equal quotas: the saved view is select_coreset's balanced set.
+    balanced = zcore.select_coreset(
+        ds,
+        size=size,
+        method="topk",
+        balance_by="ground_truth",
+        balance="equal",
+        seed=zp.PANEL_SEED,
+        run_key="check_balanced",
+    ).values("id")
+    assert ds.load_saved_view(BALANCED_VIEW).values("id") == balanced
+    labels = ds.select(balanced).count_values("ground_truth.label")
+    for value, count in labels.items():
+        assert f"{value}: {count}" in result["balance_line"]
+    assert max(labels.values()) - min(labels.values()) <= 1
+    assert result["balanced"] == {"kept": size, "of": N} and result["rank_row_shown"] == 0
+    assert result["balanced_overflow"] == []
+    run = ds.get_run_info(zp.PANEL_RUN_KEY).config
+    assert (run.balance_by, run.balance, run.seed) == ("ground_truth", "equal", zp.PANEL_SEED)
+
+    keep_screenshots(shots, ["app_panel.png", "app_panel_grow.png", "app_panel_balance.png"])
     print(f"screenshots in {shots}")

@@ -673,7 +673,7 @@ def _select_with_method(
         )
     else:
         values = level.read(group_path)
-        codes, names = _group_codes([values[r] for r in rows])
+        codes, names = group_codes([values[r] for r in rows])
         dups, cand = None, np.arange(len(ids))
         if dedup_threshold is not None:  # near-duplicates across groups, then the balance
             dups = M.near_duplicates(X, dedup_threshold, scores=s)
@@ -841,7 +841,7 @@ def _balance_path_of(name, field):
     )
 
 
-def _group_codes(values):
+def group_codes(values):
     """``(codes, names)``: an int code per value (``-1`` for ``None``) and the distinct values,
     sorted (as strings when they mix types)."""
     present = sorted({v for v in values if v is not None}, key=lambda v: (str(type(v)), v))

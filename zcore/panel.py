@@ -4,7 +4,9 @@ The panel's logic lives in plain functions (``score_fields``, ``coreset_summary`
 ``class_distribution``, ``overlap``, ``runs_table``) that take a collection and return plain data,
 so they are tested without the App; :class:`CoresetPanel` only lays them out and wires events.
 The kept set is always :func:`zcore.collection.select_coreset`'s with ``method="topk"``: the panel
-cuts the score histogram, so the count it shows is the count that a top-score selection keeps.
+cuts the score histogram, so the count it shows is the count that a top-score selection keeps;
+balanced over a field's values (``balance_by``, with the seed :data:`PANEL_SEED`) or grown from
+tagged samples (``include``), through the same core functions ``select_coreset`` calls.
 The default selection method (``"auto"``, which is not a score cut) runs from the panel's
 "Run select_coreset…" button, whose form opens on it.
 
@@ -29,8 +31,9 @@ import numpy as np
 
 from . import collection as zc
 from . import evaluation as zev
-from .core.budget import select_top_indices
-from .forms import dropdown
+from .core import methods as M
+from .core.budget import resolve_size, select_top_indices
+from .forms import BALANCE_BY_HELP, BALANCE_LABELS, NONE, balance_radio, dropdown
 
 MODES = ("fraction", "size", "threshold")
 MODE_LABELS = {"fraction": "Fraction", "size": "Count", "threshold": "Score threshold"}
@@ -59,6 +62,13 @@ _PLOT_PROPS = {
 #: path such as /assets/coreset.svg is dropped there, see docs/app.md).
 PANEL_ICON = "filter_alt"
 DEFAULT_VIEW_NAME = "zcore_coreset"
+DEFAULT_RANK_FIELD = "zcore_rank"
+#: The seed of the panel's balanced selections (which value gets the remainder of the quotas):
+#: one fixed seed, so that what it saves, tags or ranks is the kept set it shows.
+PANEL_SEED = 0
+#: The run that records the panel's balanced or grown selections when it saves, tags or ranks
+#: them (replaced by the next one; a plain top-score cut records nothing, as in Python).
+PANEL_RUN_KEY = "coreset_panel"
 ZCORE_OPERATORS = ("@zcore/zcore/",)  # delegated operations of this plugin (URI prefix)
 PENDING_STATES = ("scheduled", "queued", "running")
 KEPT_COLOR = "#ff6d04"
@@ -215,6 +225,19 @@ def _read_labels(view, label_field):
     return _by_id(ids, codes, names)
 
 
+def _read_groups(view, path):
+    """The value of ``path`` of every sample as a group code (``-1``: none), the values sorted
+    as :func:`zcore.collection.group_codes` sorts them for ``select_coreset(balance_by=...)``."""
+    ids, values = view.values(["id", path])
+    codes, names = zc.group_codes(values)
+    return _by_id(ids, codes, names)
+
+
+def _read_tagged(view, tag):
+    """The ids (ObjectId hex, bytes) of the samples tagged ``tag``, in id order."""
+    return np.sort(np.array(view.match_tags(tag).values("id"), dtype="S24"))
+
+
 def _read_clusters(view, embeddings_field, k):
     """k-means clusters (fixed seed) of the embeddings, -1 where a sample has none; ``None`` when
     fewer than two samples have one."""
@@ -240,17 +263,54 @@ def _at(col, ids):
     return col.values[pos[col.ids[pos] == ids]]
 
 
-#: What the control keeps: kept ``ids`` and ``scores`` (best first), ``n_scored``, ``cut``.
-_Selection = namedtuple("_Selection", "ids scores n_scored cut")
+#: What the control keeps: kept ``ids`` and ``scores`` (best first), ``n_scored``, ``cut`` (the
+#: lowest kept score of the samples chosen by score; ``None`` when balanced: a cut per value),
+#: ``n_included`` (the kept samples that were included, first) and ``per_value`` (balanced:
+#: ``{value: kept count}``).
+_Selection = namedtuple(
+    "_Selection", "ids scores n_scored cut n_included per_value", defaults=(0, None)
+)
 
 
-def _select(col, mode, value):
-    """``select_coreset(method="topk")``'s kept set, from a score column: the top scores, ties
-    by lower id (the column is in id order, and ties go to the lower index)."""
-    idx = select_top_indices(col.values, **size_kwargs(mode, value))
-    kept = col.values[idx]
+def _select(col, mode, value, groups=None, quota="proportional", include=None):
+    """``select_coreset(method="topk", ...)``'s kept set, from a score column in id order (ties
+    go to the lower index, the lower id): the top scores; balanced over the group codes of
+    ``groups`` (a column of the same samples) with quotas ``quota`` and the seed
+    :data:`PANEL_SEED`; or grown from the samples ``include`` (ids, a tag's samples). Each is
+    the core function ``select_coreset`` calls (``select_balanced`` / ``select``)."""
     n_scored = int(np.count_nonzero(~np.isnan(col.values)))
-    return _Selection(col.ids[idx], kept, n_scored, float(kept.min()) if len(kept) else None)
+    kwargs = size_kwargs(mode, value)
+    if groups is None and include is None:
+        idx = select_top_indices(col.values, **kwargs)
+        kept = col.values[idx]
+        return _Selection(col.ids[idx], kept, n_scored, float(kept.min()) if len(kept) else None)
+    if "threshold" in kwargs:
+        raise ValueError(
+            "a score threshold keeps every sample above it: pick Fraction or Count to balance "
+            "or to grow from tagged samples"
+        )
+    if groups is not None and include is not None:
+        raise ValueError(
+            "Growing from tagged samples does not combine with Balance by yet: clear one of them"
+        )
+    n_keep = resolve_size(col.values, **kwargs)
+    if groups is not None:
+        if not np.array_equal(groups.ids, col.ids):
+            raise ValueError("the balance field and the scores cover different samples")
+        idx = M.select_balanced(
+            "topk", n_keep, groups.values, quota=quota, scores=col.values, seed=PANEL_SEED
+        )
+        kept = col.values[idx]
+        counts = np.bincount(groups.values[idx], minlength=len(groups.names))
+        per_value = {str(v): int(n) for v, n in zip(groups.names, counts)}
+        return _Selection(col.ids[idx], kept, n_scored, None, 0, per_value)
+    rows = np.searchsorted(col.ids, include)
+    idx = M.select("topk", n_keep, scores=col.values, include=rows)
+    kept = col.values[idx]
+    chosen = kept[len(rows) :]
+    chosen = chosen[~np.isnan(chosen)]
+    cut = float(chosen.min()) if len(chosen) else None
+    return _Selection(col.ids[idx], kept, n_scored, cut, len(rows))
 
 
 class _Data:
@@ -274,8 +334,22 @@ class _Data:
         values = self.scores(field).values
         return values[~np.isnan(values)]
 
-    def selection(self, field, mode, value):
-        return _select(self.scores(field), mode, value)
+    def selection(self, field, mode, value, balance_by=None, balance="proportional", tag=None):
+        """The kept set of the controls (:func:`_select`): balanced over ``balance_by``'s
+        values, or grown from the samples tagged ``tag``."""
+        groups = None if balance_by is None else self.groups(zc.balance_path(self.view, balance_by))
+        include = None if tag is None else self.tagged(tag)
+        return _select(self.scores(field), mode, value, groups, balance, include)
+
+    def groups(self, path):
+        return self._get(("groups", path), lambda: _read_groups(self.view, path))
+
+    def tagged(self, tag):
+        return self._get(("tagged", tag), lambda: _read_tagged(self.view, tag))
+
+    def tags(self):
+        """The sample tags of the view, sorted."""
+        return self._get(("tags",), lambda: sorted(self.view.count_sample_tags()))
 
     def labels(self, label_field):
         return self._get(("labels", label_field), lambda: _read_labels(self.view, label_field))
@@ -307,15 +381,65 @@ def scores_of(view, field):
     return _Data(view).scored(field)
 
 
-def coreset_summary(view, field, mode, value):
-    """What the control selects: ``{"kept": view, "n_keep", "n_scored", "cut"}``.
+def coreset_summary(view, field, mode, value, *, balance_by=None, balance="proportional", tag=None):
+    """What the controls select: ``{"kept": view, "ids", "n_keep", "n_scored", "cut",
+    "n_included", "per_value"}``.
 
-    ``kept`` is :func:`zcore.collection.select_coreset`'s view, ``cut`` the lowest kept score
-    (``None`` when nothing is kept).
+    ``kept`` is :func:`zcore.collection.select_coreset`'s view (``method="topk"``; balanced over
+    ``balance_by`` with the panel's seed, or grown from the samples tagged ``tag``; recorded
+    as no run), ``ids`` the kept ids the panel computed from its columns, ``cut`` the lowest
+    kept score of the samples chosen by score (``None`` when nothing is, or when balanced).
     """
-    kept = zc.select_coreset(view, score_field=field, method="topk", **size_kwargs(mode, value))
-    sel = _Data(view).selection(field, mode, value)
-    return {"kept": kept, "n_keep": len(sel.ids), "n_scored": sel.n_scored, "cut": sel.cut}
+    kept = _select_coreset(view, field, mode, value, balance_by, balance, tag)
+    sel = _Data(view).selection(field, mode, value, balance_by, balance, tag)
+    return {
+        "kept": kept,
+        "ids": [i.decode() for i in sel.ids],
+        "n_keep": len(sel.ids),
+        "n_scored": sel.n_scored,
+        "cut": sel.cut,
+        "n_included": sel.n_included,
+        "per_value": sel.per_value,
+    }
+
+
+def _options(balance_by, balance, tag):
+    """``select_coreset`` keywords of the panel's balance and grow controls."""
+    out = {}
+    if balance_by is not None:
+        out.update(balance_by=balance_by, balance=balance, seed=PANEL_SEED)
+    if tag is not None:
+        out["include"] = tag
+    return out
+
+
+def _select_coreset(
+    view,
+    field,
+    mode,
+    value,
+    balance_by=None,
+    balance="proportional",
+    tag=None,
+    *,
+    record=False,
+    rank_field=None,
+):
+    """:func:`zcore.collection.select_coreset` (``method="topk"``) of the panel's controls. A
+    balanced, grown or ranked selection is recorded as :data:`PANEL_RUN_KEY` when ``record``,
+    else its kept ids are returned as a view (nothing written)."""
+    opts = _options(balance_by, balance, tag)
+    if rank_field is not None:
+        opts["rank_field"] = rank_field
+    kwargs = dict(score_field=field, method="topk", **size_kwargs(mode, value), **opts)
+    if not opts:
+        return zc.select_coreset(view, **kwargs)
+    if record:
+        return zc.select_coreset(view, run_key=PANEL_RUN_KEY, overwrite=True, **kwargs)
+    ids = [
+        i.decode() for i in _Data(view).selection(field, mode, value, balance_by, balance, tag).ids
+    ]
+    return view.select(ids, ordered=True)
 
 
 def histogram(view, field, kept=None, bins=HIST_BINS, cut=None):
@@ -669,8 +793,9 @@ class CoresetPanel(foo.Panel):
         )
 
     # Panel state (kept by the App, sent with every event): score_field, mode, fraction, size,
-    # threshold, label_field, compare_field, save_row.view_name, save_row.overwrite, tag_row.tag,
-    # last_action, save_error. The
+    # threshold, options_row.balance_by, balance, options_row.include_tag, label_field,
+    # compare_field, save_row.view_name, save_row.overwrite, tag_row.tag, rank_row.rank_field,
+    # last_action, save_error, shown. The
     # App writes an input's value to the state before calling its on_change, so the handlers
     # below only ask for a re-render. Inputs get defaults that depend only on the view and the
     # score field: the App re-applies a default that changes, over the user's value.
@@ -697,7 +822,13 @@ class CoresetPanel(foo.Panel):
     def _view(self, ctx):
         """The collection the panel works on: the App's current view, or, when that view is a
         kept set (``select_coreset``'s stages at its end, e.g. after "Show kept set"), the view
-        it was selected from."""
+        it was selected from; for a balanced or grown kept set shown by "Show kept set", the view
+        the panel remembered (``shown``)."""
+        shown = ctx.panel.state.get("shown") or {}
+        if shown.get("kept") and shown["kept"] == _identity(ctx.view)[3]:
+            from fiftyone.core.view import DatasetView
+
+            return DatasetView._build(ctx.view._root_dataset, shown.get("base") or [])
         return selection_base(ctx.view)
 
     def _controls(self, ctx, data):
@@ -721,19 +852,49 @@ class CoresetPanel(foo.Panel):
         else:
             default = 0.1
             value = default if value is None else float(min(max(float(value), 0.0), 1.0))
-        return _Controls(fields, field, mode, value, n, default, lo, hi)
+        balancing = zc.balance_fields(data.view)
+        balance_by = self._text(ctx, "balance_by", None, stack="options_row")
+        balance_by = balance_by if balance_by in balancing else None
+        balance = state.get("balance") if state.get("balance") in BALANCE_LABELS else "proportional"
+        tags = data.tags()
+        tag = self._text(ctx, "include_tag", None, stack="options_row")
+        tag = tag if tag in tags else None
+        if mode == "threshold":  # a threshold has no budget to balance or grow (see _select)
+            balance_by, tag = None, None
+        return _Controls(
+            fields,
+            field,
+            mode,
+            value,
+            n,
+            default,
+            lo,
+            hi,
+            balance_by,
+            balance,
+            tag,
+            balancing,
+            tags,
+        )
 
-    def _selection(self, ctx):
+    def _selection(self, ctx, record=False, rank_field=None):
+        """``(view, kept view, controls)``: the kept set of the controls, recorded as
+        :data:`PANEL_RUN_KEY` when ``record`` and it is balanced, grown or ranked."""
         data = _Data(self._view(ctx))
         c = self._controls(ctx, data)
-        kwargs = size_kwargs(c.mode, c.value)
-        kept = zc.select_coreset(data.view, score_field=c.field, method="topk", **kwargs)
-        return data.view, c.field, kept
+        kept = _select_coreset(data.view, *c.selection, record=record, rank_field=rank_field)
+        return data.view, kept, c
 
     # --- buttons
 
     def show_kept(self, ctx):
-        _, _, kept = self._selection(ctx)
+        """Shows the kept set in the grid. A balanced or grown kept set is a selection of ids,
+        which :func:`selection_base` cannot undo: the panel remembers which view it came from
+        (``shown``), so that it keeps counting on that view while the grid shows it."""
+        view, kept, _ = self._selection(ctx)
+        if selection_base(kept) is kept:
+            stages = view._serialize() if isinstance(view, fov.DatasetView) else []
+            ctx.panel.state.set("shown", {"kept": _identity(kept)[3], "base": stages})
         ctx.ops.set_view(view=kept)
 
     def show_all(self, ctx):
@@ -742,11 +903,12 @@ class CoresetPanel(foo.Panel):
     def save_view(self, ctx):
         """Saves the kept set; an existing saved view of that name is replaced only when the
         "Overwrite" box is ticked (otherwise the panel says so and nothing is written)."""
-        view, _, kept = self._selection(ctx)
+        view = self._view(ctx)
         name = self._text(ctx, "view_name", free_view_name(view._root_dataset))
         overwrite = bool(ctx.panel.state.get("save_row.overwrite"))
         try:
             zc.check_view_name(view._root_dataset, name, overwrite=overwrite)
+            view, kept, _ = self._selection(ctx, record=True)
             count = zc.save_coreset(view, kept, view_name=name, overwrite=overwrite)
         except ValueError as e:
             msg = f"Not saved: {e}"
@@ -755,20 +917,39 @@ class CoresetPanel(foo.Panel):
                     f"Not saved: a saved view named '{name}' exists. Tick 'Overwrite' to replace "
                     "it, or type another name."
                 )
-            ctx.panel.state.set("save_error", msg)
-            ctx.ops.notify(msg, variant="error")
-            return
-        ctx.panel.state.set("save_error", None)
-        ctx.panel.state.set("last_action", f"Saved view '{name}' ({count:,} samples)")
-        ctx.ops.notify(f"Saved view '{name}' ({count:,} samples)", variant="success")
+            return self._refused(ctx, msg)
+        self._done(ctx, f"Saved view '{name}' ({count:,} samples)")
 
     def tag_kept(self, ctx):
-        view, _, kept = self._selection(ctx)
         tag = self._text(ctx, "tag", "coreset", stack="tag_row")
-        count = zc.save_coreset(view, kept, tag=tag)
-        ctx.panel.state.set("last_action", f"Tagged {count:,} samples '{tag}'")
-        ctx.ops.notify(f"Tagged {count:,} samples '{tag}'", variant="success")
+        try:
+            view, kept, _ = self._selection(ctx, record=True)
+            count = zc.save_coreset(view, kept, tag=tag)
+        except ValueError as e:
+            return self._refused(ctx, f"Not tagged: {e}")
+        self._done(ctx, f"Tagged {count:,} samples '{tag}'")
         ctx.ops.reload_samples()
+
+    def write_ranks(self, ctx):
+        """Writes each kept sample's rank (1 = first: the included samples, then by score) to
+        the rank field, ``None`` to the others, and records the selection
+        (:data:`PANEL_RUN_KEY`); the grid can then sort by it and label in that order."""
+        field = self._text(ctx, "rank_field", DEFAULT_RANK_FIELD, stack="rank_row")
+        try:
+            _, kept, _ = self._selection(ctx, record=True, rank_field=field)
+        except ValueError as e:
+            return self._refused(ctx, f"No ranks written: {e}")
+        self._done(ctx, f"Wrote ranks 1-{kept.count():,} to '{field}'")
+        ctx.ops.reload_dataset()
+
+    def _refused(self, ctx, msg):
+        ctx.panel.state.set("save_error", msg)
+        ctx.ops.notify(msg, variant="error")
+
+    def _done(self, ctx, msg):
+        ctx.panel.state.set("save_error", None)
+        ctx.panel.state.set("last_action", msg)
+        ctx.ops.notify(msg, variant="success")
 
     def run_select(self, ctx):
         """Opens *select coreset* on the view the panel counts on (:func:`selection_base`), not
@@ -778,6 +959,10 @@ class CoresetPanel(foo.Panel):
         base = self._view(ctx)
         c = self._controls(ctx, _Data(base))
         params = {"score_field": c.field, "size_mode": c.mode, **size_kwargs(c.mode, c.value)}
+        if c.balance_by is not None:
+            params.update(balance_by=c.balance_by, balance=c.balance)
+        if c.tag is not None:
+            params["include_tag"] = c.tag
         params.update(prompt_target(ctx.view, base))
         if params.pop("set_view", False):
             ctx.ops.set_view(view=base)
@@ -805,7 +990,7 @@ class CoresetPanel(foo.Panel):
             return self._render_empty(panel)
         self._render_controls(panel, c)
         try:
-            sel = data.selection(c.field, c.mode, c.value)
+            sel = data.selection(*c.selection)
         except ValueError as e:
             panel.view("error", types.Error(label=str(e)))
             return _layout(panel)
@@ -813,7 +998,7 @@ class CoresetPanel(foo.Panel):
         plots = panel.v_stack("plots", gap=1)
         self._render_histogram(plots, data, c, sel)
         self._render_distribution(ctx, panel, plots, data, c, sel)
-        self._render_actions(ctx, panel)
+        self._render_actions(ctx, panel, c)
         self._render_compare(ctx, panel, data, c, sel)
         ops = _safe_operations(ctx)
         self._render_operations(panel, ops)
@@ -846,6 +1031,51 @@ class CoresetPanel(foo.Panel):
             "mode", MODES, default="fraction", label="Keep by", view=modes, on_change=self.on_change
         )
         self._render_slider(panel, c)
+        self._render_options(panel, c)
+
+    def _render_options(self, panel, c):
+        """Balance by a field (with its quotas) and grow from tagged samples: the options of
+        ``select_coreset`` that a top-score cut takes, for a budget (not a threshold)."""
+        if c.mode == "threshold":
+            panel.md(
+                "*Balance by* and *Grow from tagged samples* take a budget: keep by Fraction "
+                "or Count to use them.",
+                name="options_md",
+            )
+            return
+        row = panel.h_stack("options_row", align_x="left", align_y="top", gap=2)
+        fields = c.balance_fields
+        if fields:
+            row.enum(
+                "balance_by",
+                [NONE, *fields],
+                default=NONE,
+                label="Balance by (optional)",
+                description=BALANCE_BY_HELP,
+                view=dropdown(fields, none="None"),
+                on_change=self.on_change,
+            )
+        tags = c.tags
+        if tags:
+            row.enum(
+                "include_tag",
+                [NONE, *tags],
+                default=NONE,
+                label="Grow from samples tagged (optional)",
+                description="They are kept and count against the budget; the highest scores "
+                "of the others fill it",
+                view=dropdown(tags, none="None"),
+                on_change=self.on_change,
+            )
+        if c.balance_by is not None:
+            panel.enum(
+                "balance",
+                list(BALANCE_LABELS),
+                default="proportional",
+                label="Quotas",
+                view=balance_radio(),
+                on_change=self.on_change,
+            )
 
     def _render_slider(self, panel, c):
         if c.mode == "size":
@@ -880,9 +1110,18 @@ class CoresetPanel(foo.Panel):
 
     def _render_summary(self, panel, c, sel):
         cut = "" if sel.cut is None else f" &nbsp; cut at {c.field} >= {sel.cut:.4f}"
-        panel.md(
-            f"**Kept: {len(sel.ids):,} of {sel.n_scored:,}** scored samples{cut}", name="summary"
-        )
+        text = f"**Kept: {len(sel.ids):,} of {sel.n_scored:,}** scored samples{cut}"
+        if c.tag is not None:
+            text += (
+                f"\n\n{sel.n_included:,} of them already tagged '{c.tag}', "
+                f"{len(sel.ids) - sel.n_included:,} new"
+            )
+        if sel.per_value is not None:
+            shares = sorted(sel.per_value.items(), key=lambda kv: (-kv[1], kv[0]))
+            shown = ", ".join(f"{v}: {n:,}" for v, n in shares[:8])
+            more = f", and {len(shares) - 8} more values" if len(shares) > 8 else ""
+            text += f"\n\nBalanced over `{c.balance_by}` ({c.balance}): {shown}{more}"
+        panel.md(text, name="summary")
 
     def _render_histogram(self, plots, data, c, sel):
         hist, layout = histogram_plot(data.scored(c.field), c.field, sel.scores, cut=sel.cut)
@@ -925,7 +1164,7 @@ class CoresetPanel(foo.Panel):
                 on_change=self.on_change,
             )
 
-    def _render_actions(self, ctx, panel):
+    def _render_actions(self, ctx, panel, c):
         actions = panel.h_stack("actions", align_x="left", gap=1)
         actions.btn(
             "show_kept", label="Show kept set", on_click=self.show_kept, variant="contained"
@@ -961,6 +1200,20 @@ class CoresetPanel(foo.Panel):
             variant="outlined",
             componentsProps=_BESIDE_INPUT,
         )
+        if c.mode != "threshold" and c.balance_by is None:  # ranks need a budget, unbalanced
+            ranks = panel.h_stack("rank_row", align_x="left", align_y="top", gap=1)
+            ranks.str(
+                "rank_field",
+                label="Rank field (1 = first kept)",
+                default=DEFAULT_RANK_FIELD,
+            )
+            ranks.btn(
+                "write_ranks",
+                label="Write ranks",
+                on_click=self.write_ranks,
+                variant="outlined",
+                componentsProps=_BESIDE_INPUT,
+            )
         if ctx.panel.state.get("save_error"):
             panel.view("save_error", types.Warning(label=ctx.panel.state.get("save_error")))
         elif ctx.panel.state.get("last_action"):
@@ -980,7 +1233,7 @@ class CoresetPanel(foo.Panel):
         )
         other = ctx.panel.state.get("compare_field")
         if other in others:
-            o = _overlap(sel.ids, data.selection(other, c.mode, c.value).ids)
+            o = _overlap(sel.ids, data.selection(other, *c.selection[1:]).ids)
             panel.md(
                 f"**Overlap: {o['n_both']:,}** samples kept by both ({c.field}: "
                 f"{o['n_a']:,}, {other}: {o['n_b']:,}; Jaccard {o['jaccard']:.2f})",
@@ -1081,8 +1334,18 @@ class CoresetPanel(foo.Panel):
         )
 
 
-#: The control values of one event (see :meth:`CoresetPanel._controls`).
-_Controls = namedtuple("_Controls", "fields field mode value n default lo hi")
+class _Controls(
+    namedtuple(
+        "_Controls",
+        "fields field mode value n default lo hi balance_by balance tag balance_fields tags",
+    )
+):
+    """The control values of one event (see :meth:`CoresetPanel._controls`)."""
+
+    @property
+    def selection(self):
+        """The arguments of :func:`_select_coreset` after the view."""
+        return self.field, self.mode, self.value, self.balance_by, self.balance, self.tag
 
 
 def _slider_view(lo, hi, step, precision):

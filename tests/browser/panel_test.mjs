@@ -12,6 +12,8 @@ const { APP_URL, DATASET, SHOTS, CHROMIUM } = readEnv();
 const VIEW_NAME = process.env.ZCORE_VIEW_NAME || "panel_coreset";
 const TAKEN_NAME = process.env.ZCORE_TAKEN_VIEW || "taken"; // a saved view that exists
 const QUEUED = process.env.ZCORE_QUEUED_OP || ""; // the name of a queued delegated operation
+const TAG = process.env.ZCORE_TAG || "labelled"; // samples tagged before: grow from them
+const BALANCED_VIEW = process.env.ZCORE_BALANCED_VIEW || "panel_balanced";
 const T = { load: 60_000, ui: 20_000 };
 
 const { browser, page } = await openPage({
@@ -304,6 +306,68 @@ try {
     .filter({ hasText: "Probe accuracy vs kept fraction" })
     .count();
   await page.screenshot({ path: path.join(SHOTS, "app_panel_bottom.png") });
+  await panel.evaluate((el) => {
+    for (const e of [el, ...el.querySelectorAll("*")]) if (e.scrollTop) e.scrollTop = 0;
+  });
+
+  // 6. Grow from the tagged samples, then write the ranks of the kept set.
+  const choose = async (label, option) => {
+    const box = panel.locator(
+      `xpath=.//p[normalize-space()='${label}']/following::*[@role='combobox'][1]`,
+    );
+    await box.click();
+    await page.getByRole("option", { name: option, exact: true }).click();
+  };
+  await choose("Grow from samples tagged (optional)", TAG);
+  result.grow_line = (
+    await waitFor(async () => {
+      const m = (await panel.innerText()).match(/[\d,]+ of them already tagged[^\n]*/);
+      return m ? m[0] : null;
+    }, "the grow summary")
+  ).trim();
+  result.grown = await keptText();
+  log(`grow: ${result.grow_line}`);
+  await page.mouse.move(5, 1245);
+  await page.waitForTimeout(500);
+  await page.screenshot({ path: path.join(SHOTS, "app_panel_grow.png") });
+  const rankLabel = "Rank field (1 = first kept)";
+  const rankInput = panel.locator(`xpath=.//p[normalize-space()='${rankLabel}']/following::input[1]`);
+  result.rank_offset =
+    (await centre(panel.getByRole("button", { name: "Write ranks", exact: true }))) -
+    (await centre(rankInput));
+  result.default_rank_field = await rankInput.inputValue();
+  await panel.getByRole("button", { name: "Write ranks", exact: true }).click();
+  result.ranks_msg = (
+    await waitFor(async () => {
+      const m = (await panel.innerText()).match(/Wrote ranks[^\n]*/);
+      return m ? m[0] : null;
+    }, "the ranks message")
+  ).trim();
+  log(result.ranks_msg);
+
+  // 7. No more growing; balance by the labels with equal quotas, and save that kept set.
+  await choose("Grow from samples tagged (optional)", "None");
+  await waitFor(async () => !/already tagged/.test(await panel.innerText()), "grow cleared");
+  await choose("Balance by (optional)", "ground_truth");
+  await panel.getByLabel("Equal per value", { exact: true }).check();
+  result.balance_line = (
+    await waitFor(async () => {
+      const m = (await panel.innerText()).match(/Balanced over[^\n]*\(equal\)[^\n]*/);
+      return m ? m[0] : null;
+    }, "the balanced summary")
+  ).trim();
+  result.balanced = await keptText();
+  result.rank_row_shown = await panel.getByRole("button", { name: "Write ranks" }).count();
+  log(`balance: ${result.balance_line}`);
+  await nameInput.fill(BALANCED_VIEW);
+  await nameInput.press("Tab");
+  await page.waitForTimeout(1500);
+  await panel.getByRole("button", { name: "Save as view", exact: true }).click();
+  await panel.getByText(`Saved view '${BALANCED_VIEW}'`, { exact: false }).waitFor();
+  result.balanced_overflow = await overflowing();
+  await page.mouse.move(5, 1245);
+  await page.waitForTimeout(500);
+  await page.screenshot({ path: path.join(SHOTS, "app_panel_balance.png") });
 
   // "entry is loading" is thrown inside the App's state library (recoil replaceState) when a
   // panel state update lands while one of the App's selectors is loading; the App recovers (the
