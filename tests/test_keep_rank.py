@@ -287,6 +287,31 @@ def test_cluster_balanced_included_rows_fill_their_clusters_quota():
     assert got[:8].tolist() == list(range(8)) and len(set(got.tolist())) == 20
 
 
+def test_stratified_included_rows_fill_their_stratums_quota():
+    # 4 score strata of 50 rows each (scores 0-0.2, 0.25-0.45, 0.5-0.7, 0.75-0.95)
+    s = np.repeat([0.0, 0.25, 0.5, 0.75], 50) + np.tile(np.linspace(0, 0.2, 50), 4)
+    kw = dict(scores=s, seed=0, n_strata=4)
+    stratum = np.minimum((s / s.max() * 4).astype(int), 3)
+    assert np.bincount(stratum).tolist() == [50, 50, 50, 50]
+    plain = M.select("stratified", 20, **kw)
+    assert np.bincount(stratum[plain]).tolist() == [5, 5, 5, 5]
+    three = np.array([60, 61, 62])  # stratum 1: 3 of its 5 are in already
+    got = M.select("stratified", 20, include=three, **kw)
+    assert got[:3].tolist() == [60, 61, 62] and np.bincount(stratum[got]).tolist() == [5, 5, 5, 5]
+    eight = np.arange(8)  # stratum 0 over its quota: the other 12 go to the strata lacking
+    got = M.select("stratified", 20, include=eight, **kw)
+    assert np.bincount(stratum[got]).tolist() == [8, 4, 4, 4]
+    # an included row is never dropped by beta (here: the lowest 30% of the scores)
+    low = np.array([0, 1])
+    got = M.select("stratified", 20, include=low, beta=0.3, **kw)
+    assert got[:2].tolist() == [0, 1] and (s[got[2:]] >= np.sort(s)[60]).all()
+    # the same include, the same seed: the same rows; a row without a score counts only
+    s2 = s.copy()
+    s2[5] = np.nan
+    got = M.select("stratified", 20, scores=s2, seed=0, n_strata=4, include=np.array([5]))
+    assert got[0] == 5 and len(set(got.tolist())) == 20 and not np.isnan(s2[got[1:]]).any()
+
+
 def test_form_and_operator_grow_from_a_saved_view(ds):
     import fiftyone.operators as foo
     from conftest import PLUGIN_NAME

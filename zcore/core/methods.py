@@ -566,7 +566,9 @@ def cluster_balanced(
             form=True,
         ),
         Option("n_strata", "int", "number of equal-width score strata", minimum=1),
+        Option("include", "array", "rows already in the coreset (see select(include=...))"),
     ),
+    include="quota",
 )
 def stratified(
     scores,
@@ -577,6 +579,7 @@ def stratified(
     beta=0.0,
     drop="low",
     n_strata=50,
+    include=None,
 ):
     """Coverage-centric coreset selection (CCS; Zheng et al., ICLR 2023) on any score.
 
@@ -590,18 +593,29 @@ def stratified(
     4. Sample uniformly at random inside each stratum.
 
     ``embeddings`` is ignored. Equal scores everywhere give one stratum (uniform sampling).
+
+    ``include``: rows already in the coreset. They are kept (first, in the given order) and count
+    against ``n_keep``; steps 1-3 run as without them (an included row is never dropped), each
+    included row then fills a place of its stratum's quota, and the places left go to the
+    strata in proportion to what each still lacks (:func:`fill_quotas`), sampled at random among
+    their other rows. An included row without a score counts against the budget only.
     """
     s = _as_scores(scores, required=True, method="stratified")
     rng = _rng(seed)
+    if include is not None and np.size(include):
+        n_keep = check_int(n_keep, "n_keep", min_value=0)
+    inc = check_include(include, len(s), n_keep)
     cand = np.flatnonzero(~np.isnan(s))
-    n_keep = _check_n_keep(n_keep, cand.size)
+    n_keep = _check_n_keep(n_keep, np.union1d(cand, inc).size)
     if n_keep == 0:
         return np.empty(0, dtype=np.int64)
-    n_drop = min(int(math.floor(beta * cand.size)), cand.size - n_keep)
+    n_drop = min(int(math.floor(beta * cand.size)), max(cand.size - n_keep, 0))
     if n_drop:
         key = s[cand] if drop == "low" else -s[cand]
         order = np.lexsort((cand, key))
         cand = np.sort(cand[order[n_drop:]])
+    if inc.size:  # an included row is never dropped
+        cand = np.union1d(cand, inc[~np.isnan(s[inc])])
     v = s[cand]
     lo, hi = float(v.min()), float(v.max())
     if hi > lo:
@@ -611,14 +625,21 @@ def stratified(
     _, members = _groups(stratum)
     members = [cand[m] for m in members]
     left = n_keep
-    picked = []
-    for i, j in enumerate(np.argsort([len(m) for m in members], kind="stable")):
-        m = members[j]
-        q = min(len(m), left // (len(members) - i))
-        if q:
-            picked.append(rng.choice(m, size=q, replace=False))
-        left -= q
-    return np.sort(np.concatenate(picked)).astype(np.int64)
+    quotas = np.zeros(len(members), dtype=np.int64)
+    order = np.argsort([len(m) for m in members], kind="stable")  # smallest stratum first
+    for i, j in enumerate(order):
+        quotas[j] = min(len(members[j]), left // (len(members) - i))
+        left -= quotas[j]
+    if inc.size:  # included rows fill their stratum's quota; the rest goes where it is lacking
+        is_inc = np.zeros(len(s), dtype=bool)
+        is_inc[inc] = True
+        have = np.array([int(is_inc[m].sum()) for m in members])
+        members = [m[~is_inc[m]] for m in members]
+        avail = np.array([len(m) for m in members])
+        quotas = fill_quotas(avail, n_keep - inc.size, rng, weights=np.maximum(quotas - have, 0))
+    picked = [rng.choice(members[j], size=quotas[j], replace=False) for j in order if quotas[j]]
+    out = np.sort(np.concatenate(picked)) if picked else np.empty(0, dtype=np.int64)
+    return np.concatenate([inc, out]).astype(np.int64)
 
 
 def default_hierarchy(n):

@@ -107,8 +107,9 @@ class MethodSpec:
 INCLUDE_MODES = {
     "fill": "they are kept and count against the budget; the method picks the rest from the "
     "other samples",
-    "quota": "they are kept and count toward their cluster's share of the budget, so clusters "
-    "they already cover get fewer new samples",
+    "quota": "they are kept and count toward the share of the budget of the region they fall "
+    "in (their cluster; their score stratum for Score-stratified), so regions they already "
+    "cover get fewer new samples",
 }
 
 #: What a method's ranked order is (``ranked=True``), by spec ``ranking``. (The App shows these
