@@ -312,6 +312,28 @@ def test_stratified_included_rows_fill_their_stratums_quota():
     assert got[0] == 5 and len(set(got.tolist())) == 20 and not np.isnan(s2[got[1:]]).any()
 
 
+def test_semdedup_does_not_add_duplicates_of_included_rows():
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(300, 16)).astype(np.float32)
+    X[150:] = X[:150] + 1e-3 * rng.normal(size=(150, 16)).astype(np.float32)  # 150 twin pairs
+    twins = np.arange(150, 300)
+    inc = np.arange(40)  # one of each of 40 pairs is in already: their twins are duplicates
+    for seed in range(3):
+        got = M.select("semdedup", 100, embeddings=X, seed=seed, include=inc)
+        assert got[:40].tolist() == inc.tolist() and len(set(got.tolist())) == 100
+        new = got[40:]
+        assert not np.isin(new, twins[:40]).any()  # no twin of an included row
+        pair = np.where(new >= 150, new - 150, new)
+        assert len(set(pair.tolist())) == len(new)  # and no pair twice among the new ones
+    # filling the rest from a pool without the included rows (the "fill" rule) adds their twins
+    rest = np.setdiff1d(np.arange(300), inc)
+    fill = rest[M.select("semdedup", 60, embeddings=X[rest], seed=0)]
+    assert np.isin(fill, twins[:40]).any()
+    # the budget is small: the relaxed rule still never repeats the included rows
+    got = M.select("semdedup", 250, embeddings=X, seed=0, include=inc)
+    assert got[:40].tolist() == inc.tolist() and len(set(got.tolist())) == 250
+
+
 def test_form_and_operator_grow_from_a_saved_view(ds):
     import fiftyone.operators as foo
     from conftest import PLUGIN_NAME

@@ -1049,7 +1049,7 @@ def select(
         return (out, dups) if return_duplicates else out
     n_rows = _n_rows(scores, embeddings)
     inc = check_include(include, n_rows)
-    if inc.size and spec.include == "quota":
+    if inc.size and spec.include != "fill":
         return _select_quota_include(
             spec, n_keep, inc, scores, embeddings, seed, dedup_threshold, return_duplicates, options
         )
@@ -1091,7 +1091,7 @@ def select(
 def _select_quota_include(
     spec, n_keep, inc, scores, embeddings, seed, dedup_threshold, return_duplicates, options
 ):
-    """:func:`select` with ``include`` for a method whose spec's ``include`` is ``"quota"``: the
+    """:func:`select` with ``include`` for a method whose spec's ``include`` is not ``"fill"``: the
     method takes ``include`` itself (near-duplicates removed first; included rows stay)."""
     dups = None
     if dedup_threshold is None:

@@ -410,9 +410,13 @@ SEMDEDUP_EPS = 0.05
             form=True,
         ),
         Option("n_clusters", "int", "k-means clusters", minimum=1),
+        Option("include", "array", "rows already in the coreset (see select(include=...))"),
     ),
+    include="dedup",
 )
-def semdedup(scores, embeddings, n_keep, *, seed=None, eps=SEMDEDUP_EPS, n_clusters=None):
+def semdedup(
+    scores, embeddings, n_keep, *, seed=None, eps=SEMDEDUP_EPS, n_clusters=None, include=None
+):
     """SemDeDup (Abbas et al., 2023): remove semantic duplicates inside k-means clusters, then
     sample uniformly.
 
@@ -423,8 +427,26 @@ def semdedup(scores, embeddings, n_keep, *, seed=None, eps=SEMDEDUP_EPS, n_clust
     uniformly from the non-duplicates. If fewer than ``n_keep`` remain, the threshold is relaxed:
     the ``n_keep`` samples with the lowest similarity to a higher-ranked member are kept (what a
     larger ``eps`` would keep).
+
+    ``include``: rows already in the coreset (``len(include) <= n_keep``). They come back first,
+    are clustered with the others and rank first in their cluster, so a member that duplicates
+    an included row is a duplicate; the rest of the budget is drawn from the other
+    non-duplicates (relaxed as above when too few remain).
     """
+    from .methods import check_include
+
+    requested = n_keep
     cand, Xn, n_keep = _prepare(scores, embeddings, n_keep, "semdedup", seed)
+    if include is not None and np.size(include):
+        requested = check_int(requested, "n_keep", min_value=0)
+    inc = check_include(include, len(embeddings), requested)
+    is_inc = np.zeros(len(cand), dtype=bool)
+    if inc.size:
+        cand = np.union1d(cand, inc)
+        Xn = l2_normalize(_as_embeddings(embeddings)[cand])
+        n_keep = min(requested, cand.size)
+        is_inc = np.zeros(len(cand), dtype=bool)
+        is_inc[np.searchsorted(cand, inc)] = True
     if n_keep == 0:
         return np.empty(0, dtype=np.int64)
     rng = _rng(seed)
@@ -438,16 +460,18 @@ def semdedup(scores, embeddings, n_keep, *, seed=None, eps=SEMDEDUP_EPS, n_clust
         if len(m) < 2:
             continue
         order = m[np.argsort(Xn[m] @ cn[c], kind="stable")]  # least similar to centroid first
+        order = order[np.argsort(~is_inc[order], kind="stable")]  # the included ones before
         S = Xn[order] @ Xn[order].T
         S = np.tril(S, -1)  # similarity to higher-ranked members only
         S[np.triu_indices(len(order))] = -np.inf
         maxsim[order] = S.max(axis=1)
-    keep = np.flatnonzero(maxsim <= 1.0 - eps)
-    if len(keep) >= n_keep:
-        picked = rng.choice(keep, size=n_keep, replace=False)
+    keep = np.flatnonzero((maxsim <= 1.0 - eps) & ~is_inc)
+    need = n_keep - inc.size
+    if len(keep) >= need:
+        picked = rng.choice(keep, size=need, replace=False)
     else:
-        picked = np.lexsort((rng.random(n), maxsim))[:n_keep]
-    return _result(cand, picked)
+        picked = np.lexsort((rng.random(n), np.where(is_inc, np.inf, maxsim)))[:need]
+    return np.concatenate([inc, _result(cand, picked)]).astype(np.int64)
 
 
 # --- prototypicality --------------------------------------------------------------------------

@@ -110,6 +110,8 @@ INCLUDE_MODES = {
     "quota": "they are kept and count toward the share of the budget of the region they fall "
     "in (their cluster; their score stratum for Score-stratified), so regions they already "
     "cover get fewer new samples",
+    "dedup": "they are kept, and the samples that duplicate them are removed before the rest "
+    "is drawn, so the new samples do not repeat what is already in",
 }
 
 #: What a method's ranked order is (``ranked=True``), by spec ``ranking``. (The App shows these
