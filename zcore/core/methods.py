@@ -485,9 +485,7 @@ def cluster_balanced(
     rng = _rng(seed)
     n = len(X) if X is not None else len(np.asarray(labels))
     cand = _eligible(s, X) if X is not None else _eligible(s, np.empty((n, 0)))
-    if include is not None and np.size(include):
-        n_keep = check_int(n_keep, "n_keep", min_value=0)
-    inc = check_include(include, n, n_keep)
+    inc, n_keep = check_include_budget(include, n, n_keep)
     if inc.size:
         cand = np.union1d(cand, inc)
     n_keep = _check_n_keep(n_keep, cand.size)
@@ -602,9 +600,7 @@ def stratified(
     """
     s = _as_scores(scores, required=True, method="stratified")
     rng = _rng(seed)
-    if include is not None and np.size(include):
-        n_keep = check_int(n_keep, "n_keep", min_value=0)
-    inc = check_include(include, len(s), n_keep)
+    inc, n_keep = check_include_budget(include, len(s), n_keep)
     cand = np.flatnonzero(~np.isnan(s))
     n_keep = _check_n_keep(n_keep, np.union1d(cand, inc).size)
     if n_keep == 0:
@@ -1054,8 +1050,7 @@ def select(
             spec, n_keep, inc, scores, embeddings, seed, dedup_threshold, return_duplicates, options
         )
     if inc.size:
-        n_keep = check_int(n_keep, "n_keep", min_value=0)
-        check_include(inc, n_rows, n_keep)
+        inc, n_keep = check_include_budget(inc, n_rows, n_keep)
         s = _as_scores(scores)
         X = _as_embeddings(embeddings)
         dups, pool = _dedup_pool(X, s, inc, dedup_threshold, n_rows)
@@ -1156,6 +1151,14 @@ def check_include(include, n, n_keep=None):
     if (counts > 1).any():
         raise ValueError(f"include repeats rows {u[counts > 1][:5].tolist()}: pass each once")
     return inc.astype(np.int64)
+
+
+def check_include_budget(include, n, n_keep):
+    """``(rows, n_keep)``: :func:`check_include` against the budget ``n_keep``, which is
+    checked as a non-negative int when there are rows to include (returned as given if none)."""
+    if include is not None and np.size(include):
+        n_keep = check_int(n_keep, "n_keep", min_value=0)
+    return check_include(include, n, n_keep), n_keep
 
 
 def rank_sizes(n_keep, n_included=0):

@@ -240,13 +240,11 @@ def typiclust(
     back first, are clustered with the others (k from the whole budget) and count as chosen in
     their cluster, so the least covered clusters give the rest.
     """
-    from .methods import check_include
+    from .methods import check_include_budget
 
     requested = n_keep
     cand, Xn, n_keep = _prepare(scores, embeddings, n_keep, "typiclust", seed)
-    if include is not None and np.size(include):
-        requested = check_int(requested, "n_keep", min_value=0)
-    inc = check_include(include, len(embeddings), requested)
+    inc, requested = check_include_budget(include, len(embeddings), requested)
     inc_pos = np.empty(0, dtype=np.int64)
     if inc.size:
         cand = np.union1d(cand, inc)
@@ -433,13 +431,11 @@ def semdedup(
     an included row is a duplicate; the rest of the budget is drawn from the other
     non-duplicates (relaxed as above when too few remain).
     """
-    from .methods import check_include
+    from .methods import check_include_budget
 
     requested = n_keep
     cand, Xn, n_keep = _prepare(scores, embeddings, n_keep, "semdedup", seed)
-    if include is not None and np.size(include):
-        requested = check_int(requested, "n_keep", min_value=0)
-    inc = check_include(include, len(embeddings), requested)
+    inc, requested = check_include_budget(include, len(embeddings), requested)
     is_inc = np.zeros(len(cand), dtype=bool)
     if inc.size:
         cand = np.union1d(cand, inc)
