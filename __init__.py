@@ -1088,14 +1088,11 @@ def _check_include(ctx, inputs, view, n_keep):
         what = f"tagged '{tag}'"
     if tag is not None and prop is not None and n_keep is not None:
         if saved is not None:
-            ids = set(view._root_dataset.load_saved_view(saved).values("id"))
-            n_inc = len(ids & set(view.values("id")))
-            if n_inc < len(ids):
+            try:  # the checks of select_coreset(include=<view>)
+                n_inc = len(zc.include_sample_ids(view, view._root_dataset.load_saved_view(saved)))
+            except ValueError as e:
                 prop.invalid = True
-                prop.error_message = (
-                    f"{len(ids) - n_inc:,} samples of '{saved}' are not in the target: "
-                    "select from a target that contains them, or grow from another view"
-                )
+                prop.error_message = f"{e}, or grow from another view"
                 return
         else:
             n_inc = view.match_tags(tag).count()

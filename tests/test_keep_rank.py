@@ -198,13 +198,16 @@ def test_include_a_view_of_another_dataset_is_refused(ds):
 # --- operator form ---------------------------------------------------------------------------
 
 
-def _form(ds, **params):
+def _form(ds, view=None, **params):
     import fiftyone.operators as foo
     from conftest import PLUGIN_NAME
     from fiftyone.operators.executor import ExecutionContext
 
     op = foo.get_operator(f"{PLUGIN_NAME}/select_coreset")
-    ctx = ExecutionContext(request_params={"dataset_name": ds.name, "params": params})
+    request = {"dataset_name": ds.name, "params": params}
+    if view is not None:
+        request.update(view=view._serialize(), params=dict(params, view_target="CURRENT_VIEW"))
+    ctx = ExecutionContext(request_params=request)
     return op.resolve_input(ctx).type.properties
 
 
@@ -347,6 +350,13 @@ def test_form_and_operator_grow_from_a_saved_view(ds):
     )
     props = _form(ds, size_mode="size", size=20, include_view="seen", include_tag="labelled")
     assert props["include_view"].invalid and "not both" in props["include_view"].error_message
+    # a target without some of the view's samples: select_coreset's own message, in the form
+    props = _form(ds, ds.skip(3), size_mode="size", size=20, embeddings="emb", include_view="seen")
+    msg = props["include_view"].error_message
+    assert props["include_view"].invalid and msg.startswith("3 samples to include are not in")
+    assert msg.endswith("or grow from another view")
+    with pytest.raises(ValueError, match="3 samples to include are not in the collection"):
+        zcore.select_coreset(ds.skip(3), size=20, method="topk", include=ds.load_saved_view("seen"))
     op = foo.get_operator(f"{PLUGIN_NAME}/select_coreset")
     result = op(ds, size=10, method="topk", include_view="seen", view_name="from_seen")
     assert result.result["count"] == 10

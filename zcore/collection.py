@@ -755,7 +755,7 @@ def include_sample_ids(samples, include):
             raise ValueError(
                 f"no sample of the collection has the tag {include!r}; tags: {sorted(tags)}"
             )
-        return samples.match_tags(include).values("id")
+        return samples.match_tags(include).values("id")  # distinct, and in the collection
     if hasattr(include, "values") and hasattr(include, "_dataset"):
         if include._root_dataset.name != samples._root_dataset.name:
             raise ValueError("include is a view of another dataset: pass a view of this one")
