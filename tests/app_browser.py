@@ -68,6 +68,26 @@ def textile_files(n):
     return out
 
 
+def textile_dataset(name, n, dim, seed=0):
+    """A dataset ``name`` (replacing one of that name) of ``n`` real textile JPGs
+    (:func:`textile_files`) with their class as ``ground_truth`` and random ``dim``-d
+    ``embeddings`` (seed ``seed``)."""
+    import fiftyone as fo
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    ds = fo.Dataset(name, overwrite=True)
+    ds.add_samples(
+        fo.Sample(
+            filepath=path,
+            ground_truth=fo.Classification(label=label),
+            embeddings=rng.normal(size=dim).astype(np.float32),
+        )
+        for path, label in textile_files(n)
+    )
+    return ds
+
+
 @contextlib.contextmanager
 def serve_app(ds, tmp_path):
     """The URL of a real App serving ``ds`` from a subprocess; stopped (and ``ds`` deleted) after."""

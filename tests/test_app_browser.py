@@ -13,9 +13,8 @@ Screenshots go to a temporary directory; set ``ZCORE_UPDATE_SCREENSHOTS=1`` to a
 ``assets/`` (the README's App screenshots).
 """
 
-import numpy as np
 import pytest
-from app_browser import BROWSER_MARKS, keep_screenshots, run_script, serve_app, textile_files
+from app_browser import BROWSER_MARKS, keep_screenshots, run_script, serve_app, textile_dataset
 
 import zcore
 
@@ -33,20 +32,10 @@ DASK_SCHEDULERS = "tcp://10.0.0.1:8786,tls://dask.example:8786"
 @pytest.fixture
 def app(tmp_path, monkeypatch):
     """(dataset, App URL) for a 40-image dataset served by a real App in a subprocess."""
-    import fiftyone as fo
 
     monkeypatch.setenv("ZCORE_DASK_SCHEDULERS", DASK_SCHEDULERS)
 
-    rng = np.random.default_rng(0)
-    ds = fo.Dataset("zcore-textiles", overwrite=True)
-    ds.add_samples(
-        fo.Sample(
-            filepath=path,
-            ground_truth=fo.Classification(label=label),
-            embeddings=rng.normal(size=DIM).astype(np.float32),
-        )
-        for path, label in textile_files(N)
-    )
+    ds = textile_dataset("zcore-textiles", N, DIM)
     with serve_app(ds, tmp_path) as url:
         yield ds, url
 

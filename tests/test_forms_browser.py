@@ -10,9 +10,8 @@ The same checks run without a browser in tests/test_forms.py (``resolve_input``)
 that the App renders them: an ``invalid`` property disables Execute, and the message is on screen.
 """
 
-import numpy as np
 import pytest
-from app_browser import BROWSER_MARKS, keep_screenshots, run_script, serve_app, textile_files
+from app_browser import BROWSER_MARKS, keep_screenshots, run_script, serve_app, textile_dataset
 
 import zcore
 
@@ -36,16 +35,7 @@ def app(tmp_path):
     import fiftyone as fo
     from fiftyone import ViewField as F
 
-    rng = np.random.default_rng(0)
-    ds = fo.Dataset("zcore-forms", overwrite=True)
-    ds.add_samples(
-        fo.Sample(
-            filepath=path,
-            ground_truth=fo.Classification(label=label),
-            embeddings=rng.normal(size=32).astype(np.float32),
-        )
-        for path, label in textile_files(N)
-    )
+    ds = textile_dataset("zcore-forms", N, 32)
     ds.add_sample_field("ground_truth.logits", fo.VectorField)  # declared, no values
     zcore.compute_zcore(ds, embeddings="embeddings", seed=0, n_samples=400, redund_nn=10)
     ds.save_view("zcore_coreset", zcore.select_coreset(ds, fraction=0.1, method="topk"))

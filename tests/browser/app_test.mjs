@@ -12,6 +12,8 @@
 import {
   log,
   openPage,
+  operatorPrompt,
+  poller,
   readEnv,
   reportFailure,
   screenshotter,
@@ -36,20 +38,11 @@ page.on("pageerror", (e) => pageErrors.push(String(e)));
 
 const settle = trackOperatorRequests(page, T.ui);
 
-async function waitFor(fn, what, timeout = T.ui) {
-  const end = Date.now() + timeout;
-  let last;
-  while (Date.now() < end) {
-    last = await fn();
-    if (last) return last;
-    await page.waitForTimeout(200);
-  }
-  throw new Error(`timed out waiting for ${what} (last: ${JSON.stringify(last)})`);
-}
+const waitFor = poller(page, T.ui);
 
 const shot = screenshotter(page, SHOTS);
 
-const modal = page.locator("[data-cy=operators-prompt-modal]");
+const { modal, formInput, openOperator } = operatorPrompt(page, settle);
 const openAdvanced = async () => {
   const box = modal.locator(
     "xpath=.//*[normalize-space()='Advanced options']/preceding::input[@type='checkbox'][1]",
@@ -57,18 +50,6 @@ const openAdvanced = async () => {
   await box.check();
   await modal.getByText("Sampling points", { exact: true }).waitFor();
 };
-// Operator form inputs: the label is a <p>, the input follows it in the same grid item.
-const formInput = (label) =>
-  modal.locator(`xpath=.//p[normalize-space()='${label}']/following::input[1]`);
-
-async function openOperator(label) {
-  await page.locator("[data-cy=action-browse-operations]").click();
-  await page.keyboard.type("ZCore");
-  await page.getByText(label, { exact: true }).click();
-  await modal.waitFor();
-  await settle();
-}
-
 async function execute(doneTitle) {
   await modal.getByRole("button", { name: "Execute", exact: true }).click();
   await modal.getByText(doneTitle, { exact: true }).waitFor({ timeout: T.run });

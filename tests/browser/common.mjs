@@ -92,3 +92,34 @@ export function screenshotter(page, shots) {
     log(`screenshot ${name}`);
   };
 }
+
+// `waitFor(fn, what, timeout)`: polls `fn` until it returns something truthy, and returns it;
+// throws after `timeout` with the last value seen.
+export function poller(page, defaultTimeout) {
+  return async function waitFor(fn, what, timeout = defaultTimeout) {
+    const end = Date.now() + timeout;
+    let last;
+    while (Date.now() < end) {
+      last = await fn();
+      if (last) return last;
+      await page.waitForTimeout(200);
+    }
+    throw new Error(`timed out waiting for ${what} (last: ${JSON.stringify(last)})`);
+  };
+}
+
+// The operator prompt: `modal`, `formInput(label)` (the input after a form label, a <p>) and
+// `openOperator(label)` (from the operator browser, then `settle()` until the form resolved).
+export function operatorPrompt(page, settle) {
+  const modal = page.locator("[data-cy=operators-prompt-modal]");
+  const formInput = (label) =>
+    modal.locator(`xpath=.//p[normalize-space()='${label}']/following::input[1]`);
+  async function openOperator(label) {
+    await page.locator("[data-cy=action-browse-operations]").click();
+    await page.keyboard.type("ZCore");
+    await page.getByText(label, { exact: true }).click();
+    await modal.waitFor();
+    await settle();
+  }
+  return { modal, formInput, openOperator };
+}

@@ -12,6 +12,7 @@
 import {
   log,
   openPage,
+  operatorPrompt,
   readEnv,
   reportFailure,
   screenshotter,
@@ -37,20 +38,10 @@ page.on("pageerror", (e) => pageErrors.push(String(e)));
 const settle = trackOperatorRequests(page, T.ui);
 const shot = screenshotter(page, SHOTS);
 
-const modal = page.locator("[data-cy=operators-prompt-modal]");
-const formInput = (label) =>
-  modal.locator(`xpath=.//p[normalize-space()='${label}']/following::input[1]`);
+const { modal, formInput, openOperator } = operatorPrompt(page, settle);
 const executeButton = () => modal.getByRole("button", { name: "Execute", exact: true });
 const executeDisabled = async () => await executeButton().isDisabled();
 const text = async () => await modal.innerText();
-
-async function openOperator(label) {
-  await page.locator("[data-cy=action-browse-operations]").click();
-  await page.keyboard.type("ZCore");
-  await page.getByText(label, { exact: true }).click();
-  await modal.waitFor();
-  await settle();
-}
 
 async function closeOperator() {
   await modal.getByRole("button", { name: "Cancel", exact: true }).click();

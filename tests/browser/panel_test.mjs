@@ -6,7 +6,7 @@
 // failure.png / failure.html in ZCORE_SHOTS_DIR) on failure.
 
 import path from "node:path";
-import { log, openPage, readEnv, reportFailure } from "./common.mjs";
+import { log, openPage, poller, readEnv, reportFailure } from "./common.mjs";
 
 const { APP_URL, DATASET, SHOTS, CHROMIUM } = readEnv();
 const VIEW_NAME = process.env.ZCORE_VIEW_NAME || "panel_coreset";
@@ -27,16 +27,7 @@ page.on("pageerror", (e) => {
   log(`page error: ${e}\n${e.stack}`);
 });
 
-async function waitFor(fn, what, timeout = T.ui) {
-  const end = Date.now() + timeout;
-  let last;
-  while (Date.now() < end) {
-    last = await fn();
-    if (last) return last;
-    await page.waitForTimeout(200);
-  }
-  throw new Error(`timed out waiting for ${what} (last: ${JSON.stringify(last)})`);
-}
+const waitFor = poller(page, T.ui);
 
 const panel = page.locator("[data-cy=panel-content-coreset_panel]");
 
