@@ -385,10 +385,12 @@ def coreset_summary(view, field, mode, value, *, balance_by=None, balance="propo
     """What the controls select: ``{"kept": view, "ids", "n_keep", "n_scored", "cut",
     "n_included", "per_value"}``.
 
-    ``kept`` is :func:`zcore.collection.select_coreset`'s view (``method="topk"``; balanced over
-    ``balance_by`` with the panel's seed, or grown from the samples tagged ``tag``; recorded
-    as no run), ``ids`` the kept ids the panel computed from its columns, ``cut`` the lowest
-    kept score of the samples chosen by score (``None`` when nothing is, or when balanced).
+    ``kept`` is the view the panel shows: :func:`zcore.collection.select_coreset`'s
+    (``method="topk"``) for a plain cut, else a selection of the kept ``ids`` that the panel
+    computed from its columns (balanced over ``balance_by`` with :data:`PANEL_SEED`, or grown
+    from the samples tagged ``tag``; nothing recorded), which the tests compare with
+    ``select_coreset``'s; ``cut`` the lowest kept score of the samples chosen by score
+    (``None`` when nothing is, or when balanced).
     """
     kept = _select_coreset(view, field, mode, value, balance_by, balance, tag)
     sel = _Data(view).selection(field, mode, value, balance_by, balance, tag)
