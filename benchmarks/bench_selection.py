@@ -91,7 +91,13 @@ def main(argv=None):
         idx = M.select(method, n_keep, scores=scores, embeddings=X, seed=0, **options)
         t_sel = time.perf_counter() - t1
         assert len(idx) == n_keep and len(np.unique(idx)) == n_keep, name
-        row = {"method": name, "select_s": round(t_sel, 1), "within_2_min": t_sel <= 120}
+        row = {
+            "method": name,
+            "select_s": round(t_sel, 1),
+            "within_2_min": t_sel <= 120,
+            # > 1 (this job's own threads) means other jobs shared the cores
+            "load_avg_1min_after": round(os.getloadavg()[0], 1),
+        }
         rows.append(row)
         print(json.dumps(row), flush=True)
     out = {
