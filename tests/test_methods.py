@@ -331,6 +331,24 @@ def test_hierarchical_kmeans_balances_over_concepts(data):
     assert counts.min() >= 4 and counts.sum() == 25
 
 
+@pytest.mark.parametrize("fit_max", [None, 100])
+def test_hierarchical_kmeans_on_wide_embeddings(monkeypatch, fit_max):
+    # more than 128 features: the resampling steps run on the principal components, the centroids
+    # come back in the space of the embeddings; fit_max=100: the steps fit on a subsample
+    if fit_max is not None:
+        monkeypatch.setattr(M, "_KMEANS_FIT_MAX", fit_max)
+    X, lab = _blobs([300, 150, 60, 30], d=300, seed=4)
+    labels, centers = M._resampled_kmeans(X, 4, 3, 40, np.random.default_rng(0))
+    assert centers.shape == (4, 300)
+    # one cluster per blob, and each centroid near its blob's mean (blobs are ~140 apart)
+    assert len({(a, b) for a, b in zip(lab, labels)}) == 4
+    for c in range(4):
+        true_mean = X[lab == lab[labels == c][0]].mean(axis=0)
+        assert np.linalg.norm(centers[c] - true_mean) < 1.0
+    idx = M.hierarchical_kmeans(None, X, 40, levels=(4,), seed=0)
+    assert np.bincount(lab[idx], minlength=4).tolist() == [10, 10, 10, 10]
+
+
 def test_target_picks_near_the_target():
     X, lab = _blobs([100, 100, 100], seed=2)
     T = X[lab == 1][:10] + 0.01
