@@ -315,6 +315,25 @@ def test_stratified_included_rows_fill_their_stratums_quota():
     assert got[0] == 5 and len(set(got.tolist())) == 20 and not np.isnan(s2[got[1:]]).any()
 
 
+def test_hierarchical_kmeans_included_rows_fill_their_leafs_quota():
+    rng = np.random.default_rng(3)
+    centres = 40.0 * np.eye(4, 6)
+    X = np.repeat(centres, 50, axis=0) + rng.normal(size=(200, 6))  # 4 far-apart blobs
+    blob = np.repeat(np.arange(4), 50)
+    kw = dict(embeddings=X.astype(np.float32), seed=0, levels=(4,))
+    plain = M.select("hierarchical_kmeans", 20, **kw)
+    assert np.bincount(blob[plain]).tolist() == [5, 5, 5, 5]
+    three = np.array([0, 1, 2])  # blob 0: 3 of its 5 are in already
+    got = M.select("hierarchical_kmeans", 20, include=three, **kw)
+    assert got[:3].tolist() == [0, 1, 2] and np.bincount(blob[got]).tolist() == [5, 5, 5, 5]
+    eight = np.arange(8)  # blob 0 over its quota: the other 12 go to the blobs lacking
+    got = M.select("hierarchical_kmeans", 20, include=eight, **kw)
+    assert np.bincount(blob[got]).tolist() == [8, 4, 4, 4] and len(set(got.tolist())) == 20
+    # the whole budget included: nothing else
+    got = M.select("hierarchical_kmeans", 8, include=eight, **kw)
+    assert got.tolist() == eight.tolist()
+
+
 def test_semdedup_does_not_add_duplicates_of_included_rows():
     rng = np.random.default_rng(2)
     X = rng.normal(size=(300, 16)).astype(np.float32)

@@ -731,7 +731,9 @@ def _sq_dist_to_own(Z, centers, labels, chunk=65_536):
             choices=("random", "closest", "score"),
             form=True,
         ),
+        Option("include", "array", "rows already in the coreset (see select(include=...))"),
     ),
+    include="quota",
 )
 def hierarchical_kmeans(
     scores,
@@ -743,6 +745,7 @@ def hierarchical_kmeans(
     resample_steps=3,
     resample_size=None,
     inside="random",
+    include=None,
 ):
     """Hierarchical k-means curation (after Vo et al., 2024): balanced sampling over concepts.
 
@@ -766,6 +769,11 @@ def hierarchical_kmeans(
     resample_steps : int, default=3
     resample_size : int, default=None
     inside : {"random", "closest", "score"}, default="random"
+    include : (M,) int array, default=None
+        Rows already in the coreset (``M <= n_keep``), returned first. They are clustered with
+        the others, and the quotas are those of the whole budget; each included row then fills a
+        place of its leaf cluster's quota, and the places left go to the leaves in proportion to
+        what each still lacks (:func:`fill_quotas`), picked by ``inside`` among their other rows.
     """
     s = _as_scores(scores)
     X = _as_embeddings(embeddings, required=True, method="hierarchical_kmeans")
@@ -774,7 +782,10 @@ def hierarchical_kmeans(
     if inside == "score" and s is None:
         raise ValueError("inside='score' needs scores")
     rng = _rng(seed)
+    inc, n_keep = check_include_budget(include, len(X), n_keep)
     cand = _eligible(s, X)
+    if inc.size:
+        cand = np.union1d(cand, inc)
     n_keep = _check_n_keep(n_keep, cand.size)
     if n_keep == 0:
         return np.empty(0, dtype=np.int64)
@@ -813,6 +824,14 @@ def hierarchical_kmeans(
     # leaves: pick samples inside each level-1 cluster
     picked = []
     ids, members = _groups(parents[0])
+    if inc.size:  # included rows fill their leaf's quota; the rest goes where it is lacking
+        is_inc = np.isin(cand, inc)
+        have = np.array([int(is_inc[m].sum()) for m in members])
+        members = [m[~is_inc[m]] for m in members]
+        avail = np.array([len(m) for m in members])
+        lacking = np.maximum(quota[ids] - have, 0)
+        quota = np.zeros_like(quota)
+        quota[ids] = fill_quotas(avail, n_keep - inc.size, rng, weights=lacking)
     for c, m in zip(ids, members):
         q = int(quota[c])
         if not q:
@@ -823,7 +842,8 @@ def hierarchical_kmeans(
             picked.append(
                 _pick_inside(m, q, None if s is None else s[cand], _inside_keep(inside), rng)
             )
-    return np.sort(cand[np.concatenate(picked)]).astype(np.int64)
+    out = np.sort(cand[np.concatenate(picked)]) if picked else np.empty(0, dtype=np.int64)
+    return np.concatenate([inc, out]).astype(np.int64)
 
 
 def _inside_keep(inside):
