@@ -114,7 +114,13 @@ class NumbaKnobs:
     #: Dense kernel: candidates per point handed to numpy for the weights are at most
     #: ``k + dense_slack * k + 32`` (the admission threshold is searched until between ``k`` and
     #: that many samples lie within it).
-    dense_slack: float = 0.25
+    dense_slack: float = 0.05
+    #: Dense kernel: the admission threshold of each redundancy search is estimated on every
+    #: ``dense_sub_stride``-th sample before one pass over all of them.
+    dense_sub_stride: int = 8
+    #: Dense kernel, two dimensions: float32 filters before the exact float64 distances (the
+    #: coverage minimum, the samples within the admission threshold); ``False``: float64 only.
+    dense_float32: bool = True
     #: Dense kernel: points per batch are ``dense_batch_elements // (k + slack)``.
     dense_batch_elements: int = 1 << 16
     #: Dense kernel: counting passes spent on the admission threshold before giving up on the
