@@ -45,11 +45,9 @@ from .kernels import (
 
 #: Samples per block of the coverage minimum.
 _BLOCK = 256
-#: The admission threshold of a redundancy search holds about ``_ADMIT * k / stride`` samples
-#: of the subsample (every ``NumbaKnobs.dense_sub_stride``-th), so about ``_ADMIT * k`` of all
-#: samples: rarely fewer than ``k`` (then the threshold is searched over all samples).
-_ADMIT = 1.25
-#: ... and at most ``_ADMIT_SPREAD * k / stride`` more (the bracket of that search).
+#: The admission threshold of a redundancy search holds between ``NumbaKnobs.dense_admit * k /
+#: stride`` samples of the subsample (every ``NumbaKnobs.dense_sub_stride``-th) and
+#: ``_ADMIT_SPREAD * k / stride`` more (the bracket of that search).
 _ADMIT_SPREAD = 0.2
 #: Bytes of columns per group of dimensions in the order of the points (:func:`_point_order`):
 #: two groups fit in a core's L2 cache.
@@ -500,7 +498,7 @@ class DensePrepared:
         ws = Workspace(batch, width, k)
         dist = np.empty(n)
         stride = self.knobs.dense_sub_stride
-        k_sub = int(math.ceil(_ADMIT * k / stride)) + 1
+        k_sub = int(math.ceil(self.knobs.dense_admit * k / stride)) + 1
         width_sub = k_sub + int(math.ceil(_ADMIT_SPREAD * k / stride)) + 2
         sub = self.subsample(stride)
         sdist = np.empty(sub.shape[1])

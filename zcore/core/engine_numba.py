@@ -118,6 +118,9 @@ class NumbaKnobs:
     #: Dense kernel: the admission threshold of each redundancy search is estimated on every
     #: ``dense_sub_stride``-th sample before one pass over all of them.
     dense_sub_stride: int = 8
+    #: Dense kernel: that estimate aims at ``dense_admit * k`` samples within the threshold, so
+    #: that fewer than ``k`` (then the threshold is searched over all the samples) are rare.
+    dense_admit: float = 1.25
     #: Dense kernel, two dimensions: float32 filters before the exact float64 distances (the
     #: coverage minimum, the samples within the admission threshold); ``False``: float64 only.
     dense_float32: bool = True
