@@ -9,23 +9,36 @@ picks this kernel when ``N <= NumbaKnobs.dense_max_n`` (a crossover measured wit
 
 Per point, over a column-major copy of ``X`` (``4 N D`` bytes, one column per dimension):
 
-- **coverage**: the float64 L1 distances of all samples to the point (same operations, same order
-  as numpy), then the lowest index at their minimum;
-- **redundancy**: the distances of all samples to the covering sample ``c`` (``c`` itself set to
-  ``inf``); an admission threshold from a strided subsample (a rank a little above the expected
-  rank of the ``k``-th), every sample at most at it kept (retried with a higher rank, at worst
-  all samples, if fewer than ``k`` were), and the exact ``k`` best by ``(distance, index)`` picked
-  among them. The threshold changes the time only: a sample above it is farther than ``k`` others.
+- **coverage**: with two dimensions (the default ``sample_dim``), float32 distances of all
+  samples to the point rounded to float32 (16 lanes per AVX-512 instruction, no conversions),
+  their minimum ``m`` by blocks, then the exact float64 distances (same operations, same order as
+  numpy) of the few samples within ``m`` plus twice the error bound of :func:`_bound`: the lowest
+  index at the smallest. Otherwise the float64 distances of all samples and their minimum.
+- **redundancy**: an admission threshold ``t`` estimated on every ``NumbaKnobs.dense_sub_stride``-th
+  sample (so that about ``NumbaKnobs.dense_admit * k`` samples lie within it), then one pass that
+  keeps every sample within ``t``: with two dimensions, float32 distances to the covering sample
+  ``c`` (whose values are float32: only the rounding of the float32 operations separates them
+  from the float64 ones, a relative ``2**-22`` at most) compared with ``t`` widened by ``2**-19``,
+  and packed by AVX-512's ``compress`` (:func:`~zcore.core.kernels.compress_pair32`), then the
+  exact float64 distances of those kept. If fewer than ``k`` of them are within ``t`` exactly
+  (rare), the threshold is searched by counting passes over the exact distances of all samples.
+  Then a threshold among the candidates leaves between ``k`` and ``k + dense_slack * k + 32``;
+  ties that overflow that width are resolved by the exact selection of the ``k`` best by
+  ``(distance, index)``. The float32 steps decide which samples get an exact distance, never a
+  result: everything compared, selected or weighted is float64, as in numpy. They run when all
+  values and coordinates are far below float32's overflow (:data:`_FAST_LIMIT`).
+
+Points are scored in an order that keeps columns in cache (:func:`_point_order`): those whose
+two dimensions fall in the same two groups of dimensions one after the other.
 
 The candidates of a batch of points (``NumbaKnobs.dense_batch_elements``, small enough to stay in
-cache) go to :func:`~zcore.core.kernels.apply_penalties`: numpy sorts them and takes the pairwise
-sum over the ``k`` best sorted ascending, as :func:`~zcore.core.law.penalty_weights` does; for a
-whole exponent the weights themselves are the products of :func:`~zcore.core.law.law_power`,
-computed in the compiled loop that adds the fixed-point penalties (the float64 operations of
-:func:`~zcore.core.law.to_fixed`); other exponents use numpy's ``**``.
+cache) go to :func:`~zcore.core.kernels.apply_penalties` (numpy's sort, the pairwise sum over the
+``k`` best sorted ascending, as :func:`~zcore.core.law.penalty_weights` does, and the compiled
+fixed-point penalties).
 
-Memory: the column-major copy of ``X``, two ``N``-long buffers, and ``batch x k`` distances and
-indices (``16 x NumbaKnobs.dense_batch_elements`` bytes), plus numpy temporaries of the same size.
+Memory: the column-major copy of ``X`` and a subsample of it (``1 / dense_sub_stride`` of that),
+a few ``N``-long buffers, and ``batch x width`` distances, indices and keys
+(``24 x NumbaKnobs.dense_batch_elements`` bytes).
 """
 
 import math

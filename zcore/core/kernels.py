@@ -1,8 +1,11 @@
 """Compiled building blocks shared by the compiled engine's kernels and the Dask merger.
 
-- :func:`jit` / :func:`jit_inline`: numba's ``njit`` with zcore's cache folder (a no-op without
-  numba, so that every module still imports);
+- :func:`jit` / :func:`jit_inline` / :func:`jit_ieee`: numba's ``njit`` with zcore's cache folder
+  (a no-op without numba, so that every module still imports);
 - :func:`gather`: columns of a row-major matrix made contiguous;
+- :func:`compress_at_most` / :func:`compress_pair32`: the indices of the samples of a run of
+  :data:`LANES` within a threshold, packed (AVX-512's register ``compress`` where numba compiles
+  for a host that has it, else LLVM's portable masked store: the same result);
 - :func:`compact`: the exact ``k`` best of a candidate buffer by ``(distance, index)``;
 - :func:`apply_penalties` (with its :class:`Workspace`): the fixed-point penalties of a batch of
   candidate lists, bit for bit as :func:`zcore.core.law.penalty_weights` and
@@ -338,30 +341,11 @@ def compact(bd, bi, size, k, sd, si):
 
 
 @jit_inline
-def power_int(x, e):
-    """``x ** e`` for a whole ``e >= 0`` with the products of :func:`zcore.core.law.power_by_squaring`
-    (same operations, same order: the same bits as :func:`~zcore.core.law.law_power`)."""
-    result = 1.0
-    have = False
-    base = x
-    while True:
-        if e & 1:
-            if have:
-                result = result * base
-            else:
-                result = base
-                have = True
-        e >>= 1
-        if e == 0:
-            return result
-        base = base * base
-
-
-@jit_inline
 def power_into(x, m, e, base):
-    """``x[:m] = x[:m] ** e`` for a whole ``e >= 0`` with the products of :func:`power_int` (the
-    same operations in the same order, so the same bits), one vectorised pass over ``x[:m]`` per
-    step of the exponent instead of a loop over its bits per element. ``base``: ``m`` floats."""
+    """``x[:m] = x[:m] ** e`` for a whole ``e >= 0`` with the products of
+    :func:`zcore.core.law.power_by_squaring` (the same operations in the same order, so the same
+    bits as :func:`~zcore.core.law.law_power`), one vectorised pass over ``x[:m]`` per step of the
+    exponent. ``base``: ``m`` floats."""
     if e == 0:
         for j in range(m):
             x[j] = 1.0
@@ -389,15 +373,14 @@ def power_into(x, m, e, base):
 
 
 @jit
-def add_penalties(penalty, dist, idx, kth, w, sums, k, scale, one, ties, dmin, e):
+def add_penalties(penalty, dist, idx, kth, w, sums, k, scale, one, ties):
     """Add the fixed-point penalties of each row's ``k`` best candidates by ``(distance, index)``.
 
     ``kth[r]`` is the ``k``-th smallest distance of row ``r``: the best are those below it, then
     the lowest indices among those equal to it. Each gets ``rint(w / sum * 2**shift)``, the same
     float64 operations as :func:`zcore.core.law.to_fixed` on ``w / w.sum()`` (``ldexp`` by
     ``shift`` is the exact product by ``scale = 2.0**shift``); if the nearest is at distance 0,
-    only the lowest-index one at distance 0 gets ``one``. With ``e >= 0`` the weights are not
-    read from ``w`` but computed as ``power_int(dmin[r] / dist[r, j], e)`` (the same bits).
+    only the lowest-index one at distance 0 gets ``one``.
     """
     rows, width = dist.shape
     for r in range(rows):
@@ -416,8 +399,7 @@ def add_penalties(penalty, dist, idx, kth, w, sums, k, scale, one, ties, dmin, e
             d = dist[r, j]
             if d < t:
                 below += 1
-                wj = w[r, j] if e < 0 else power_int(dmin[r] / d, e)
-                penalty[idx[r, j]] += np.int64(np.rint((wj / total) * scale))
+                penalty[idx[r, j]] += np.int64(np.rint((w[r, j] / total) * scale))
             elif d == t:
                 ties[n_ties] = j
                 n_ties += 1
@@ -432,8 +414,7 @@ def add_penalties(penalty, dist, idx, kth, w, sums, k, scale, one, ties, dmin, e
                 ties[b + 1] = v
         for a in range(need):
             j = ties[a]
-            wj = w[r, j] if e < 0 else power_int(dmin[r] / dist[r, j], e)
-            penalty[idx[r, j]] += np.int64(np.rint((wj / total) * scale))
+            penalty[idx[r, j]] += np.int64(np.rint((w[r, j] / total) * scale))
 
 
 @jit
@@ -558,10 +539,13 @@ def apply_penalties(dist, idx, penalty, k, exp, shift, one, ws):
 
     Row ``r`` of ``dist``/``idx`` holds a superset of search ``r``'s ``k`` best neighbours, in any
     order (padded with ``inf``). The weights follow :func:`zcore.core.law.penalty_weights` to the
-    bit: the elementwise ``(d_min / d) ** exp`` is computed by numpy (whose ``**`` may use SIMD math
-    that a compiled ``pow`` does not reproduce), and its normalising sum is numpy's sum over the
-    ``k`` best in increasing distance (the order of the numpy engine: the sum depends on the order,
-    each weight does not).
+    bit, and their normalising sum is numpy's sum over the ``k`` best in increasing distance (the
+    order of the numpy engine: the sum depends on the order, each weight does not). For a whole
+    exponent, the rows are sorted by numpy as integer keys that carry each candidate's position
+    (:func:`sort_keys`), the weights are the products of :func:`~zcore.core.law.law_power`
+    computed once per neighbour in that order (:func:`decode_sorted`) and added by
+    :func:`add_sorted`; for other exponents, ``(d_min / d) ** exp`` is computed by numpy (whose
+    ``**`` may use SIMD math that a compiled ``pow`` does not reproduce).
     """
     rows = dist.shape[0]
     e = integral_exponent(exp)
@@ -597,4 +581,4 @@ def apply_penalties(dist, idx, penalty, k, exp, shift, one, ws):
             top = np.ascontiguousarray(ordered[live, :k])
             sums[live] = ((top[:, :1] / top) ** exp).sum(axis=1)
             w[live] = (dmin[live] / dist[live]) ** exp
-    add_penalties(penalty, dist, idx, kth, w, sums, k, scale, one, ws.ties, kth, -1)
+    add_penalties(penalty, dist, idx, kth, w, sums, k, scale, one, ws.ties)
