@@ -109,8 +109,9 @@ class NumbaKnobs:
     batch_elements: int = 1 << 20
     #: Largest ``N`` scored by the dense scan kernel (:mod:`zcore.core.engine_dense`) instead of
     #: the windowed one: the crossover of the two measured with ``benchmarks/bench_scoring.py``
-    #: (D = 512, ``redund_nn`` = 1000, see README, Performance).
-    dense_max_n: int = 40_000
+    #: (D = 512, ``redund_nn`` = 1000, 1M points: dense 69 s / 171 s, windowed 84 s / 113 s at
+    #: N = 100k / 200k, crossing near 120k; see README, Performance).
+    dense_max_n: int = 120_000
     #: Dense kernel: candidates per point handed to numpy for the weights are at most
     #: ``k + dense_slack * k + 32`` (the admission threshold is searched until between ``k`` and
     #: that many samples lie within it).
