@@ -52,6 +52,7 @@ from .kernels import (
     compact,
     compress_at_most,
     compress_pair32,
+    distances_at,
     gather,
     jit,
 )
@@ -291,8 +292,12 @@ def _admit(cols, dp, q, t, fast, dist, ci, cd):
             w += abs(a[j] - p0) + abs(b[j] - p1) <= t32
         q0 = q[0]
         q1 = q[1]
-        for j in range(w):
-            cd[j] = abs(np.float64(a[ci[j]]) - q0) + abs(np.float64(b[ci[j]]) - q1)
+        j = 0
+        while j + 8 <= w:  # the exact distances of those kept, gathered 8 at a time
+            distances_at(a, b, ci, j, q0, q1, cd)
+            j += 8
+        for jj in range(j, w):
+            cd[jj] = abs(np.float64(a[ci[jj]]) - q0) + abs(np.float64(b[ci[jj]]) - q1)
     else:
         _distances(cols, dp, q, dist)
         while i + LANES <= n:

@@ -149,6 +149,17 @@ def _i32(v):
     return ir.Constant(ir.IntType(32), v)
 
 
+def _i64(v):
+    return ir.Constant(ir.IntType(64), v)
+
+
+def _vector_of_pointers(lanes, pointee):
+    """The suffix naming a vector of pointers in an intrinsic: ``v8p0`` with LLVM's opaque
+    pointers (llvmlite >= 0.44 prints ``ptr``), ``v8p0f32`` with typed ones."""
+    opaque = str(ir.FloatType().as_pointer()) == "ptr"
+    return f"v{lanes}p0" if opaque else f"v{lanes}p0{pointee}"
+
+
 def _splat(builder, x, lanes):
     vty = ir.VectorType(x.type, lanes)
     v = builder.insert_element(ir.Constant(vty, ir.Undefined), x, _i32(0))
@@ -256,12 +267,67 @@ if numba is not None:
 
         return sig, codegen
 
+    @intrinsic
+    def distances_at(typingctx, a, b, ci, j0, qa, qb, cd):
+        """``cd[j] = |f64(a[ci[j]]) - qa| + |f64(b[ci[j]]) - qb|`` for ``j`` in ``[j0, j0 + 8)``
+        (float32 columns gathered at the int32 indices ``ci``; the float64 operations of
+        :func:`zcore.core.law.l1_distances`, in that order): exact distances of candidates."""
+        if not _check_1d(
+            (a, types.float32), (b, types.float32), (ci, types.int32), (cd, types.float64)
+        ):
+            return None
+        f8 = types.float64
+        sig = types.none(a, b, ci, types.intp, f8, f8, cd)
+
+        def codegen(context, builder, signature, args):
+            a_v, b_v, ci_v, j0_v, qa_v, qb_v, cd_v = args
+            lanes = 8
+            i64 = ir.IntType(64)
+            fty = ir.VectorType(ir.FloatType(), lanes)
+            dty = ir.VectorType(ir.DoubleType(), lanes)
+            ity = ir.VectorType(i64, lanes)
+            idx = _load(
+                builder,
+                _data(context, builder, signature.args[2], ci_v, j0_v),
+                ir.IntType(32),
+                lanes,
+            )
+            offsets = builder.mul(builder.sext(idx, ity), ir.Constant(ity, [4] * lanes))
+            fabs = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(dty, [dty]), "llvm.fabs.v8f64"
+            )
+            mask = ir.Constant(ir.VectorType(ir.IntType(1), lanes), [1] * lanes)
+            terms = []
+            for k, ary, q in ((0, a_v, qa_v), (1, b_v, qb_v)):
+                base = builder.ptrtoint(
+                    _data(context, builder, signature.args[k], ary, _i64(0)), i64
+                )
+                ptr_ty = ir.VectorType(ir.FloatType().as_pointer(), lanes)
+                ptrs = builder.inttoptr(builder.add(_splat(builder, base, lanes), offsets), ptr_ty)
+                fn = cgutils.get_or_insert_function(
+                    builder.module,
+                    ir.FunctionType(fty, [ptr_ty, ir.IntType(32), mask.type, fty]),
+                    "llvm.masked.gather.v8f32." + _vector_of_pointers(lanes, "f32"),
+                )
+                x = builder.call(fn, [ptrs, _i32(4), mask, ir.Constant(fty, ir.Undefined)])
+                x = builder.fpext(x, dty)
+                terms.append(builder.call(fabs, [builder.fsub(x, _splat(builder, q, lanes))]))
+            out = _data(context, builder, signature.args[6], cd_v, j0_v)
+            dv = builder.fadd(terms[0], terms[1])
+            builder.store(dv, builder.bitcast(out, dty.as_pointer()), align=8)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
 else:  # pragma: no cover - without numba the kernels are never called
 
     def compress_at_most(dist, i0, t, out, w):
         raise ImportError("numba is needed")
 
     def compress_pair32(a, b, i0, qa, qb, t, out, w):
+        raise ImportError("numba is needed")
+
+    def distances_at(a, b, ci, j0, qa, qb, cd):
         raise ImportError("numba is needed")
 
 
