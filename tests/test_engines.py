@@ -265,6 +265,89 @@ def test_numba_engine_larger_problem_matches_numpy():
             np.testing.assert_array_equal(got[1], expected[1], err_msg=f"{knobs}")
 
 
+def _dense_datasets(rng):
+    n = 2011  # not a multiple of the 16 lanes nor of the 256-sample blocks: every tail runs
+    mixture = (rng.normal(size=(8, 5)) * 3)[rng.integers(0, 8, n)] + rng.normal(size=(n, 5))
+    X = mixture.astype(np.float32)
+    X[::9] = np.round(X[::9], 1)  # ties along the dimensions and at the k-th distance
+    X[1500:1600] = X[:100]  # duplicated rows: distance 0 to a twin
+    # Large values: float32 rounding of the coordinates and of the differences is far above
+    # float64's, so the float32 filters lean on their error margins.
+    offset = (1e6 + rng.normal(size=(n, 4)) * 4).astype(np.float32)
+    huge = (rng.normal(size=(n, 3)) * 1e31).astype(np.float32)  # beyond the float32 filters
+    return {"mixture": X, "offset": offset, "huge": huge}
+
+
+@pytest.mark.parametrize("sample_dim", [2, 1, 3])
+def test_dense_kernel_paths_match_numpy(sample_dim):
+    """The dense kernel on a collection larger than its blocks and lanes, under knobs that run
+    each of its paths: the float32 filters or float64 only, subsamples of every size (every
+    sample, the default, a single one), an admission estimate so low that most searches fall
+    back to the search over all samples, a width with no slack (ties overflow it)."""
+    from zcore.core import engine_numba
+    from zcore.core.law import accumulate_numpy, fixed_point_shift
+
+    if not engine_numba.AVAILABLE:
+        pytest.skip("numba not installed")
+    variants = [
+        {},
+        {"dense_float32": False},
+        {"dense_sub_stride": 1},
+        {"dense_sub_stride": 5000},
+        {"dense_admit": 0.3},
+        {"dense_slack": 0, "dense_admit": 1.0},
+        {"dense_slack": 0, "dense_max_counts": 2},
+    ]
+    for name, X in _dense_datasets(np.random.default_rng(11)).items():
+        if sample_dim > X.shape[1]:
+            continue
+        _, dims, coords = _draws(X, 300, sample_dim, 4)
+        shift = fixed_point_shift(len(dims))
+        for k in (300, 37):
+            expected = _run(accumulate_numpy, X, dims, coords, k, 4.0, shift)
+            for knobs in variants:
+                prepared = engine_numba.prepare(
+                    X, engine_numba.NumbaKnobs(dense_max_n=10**9, **knobs)
+                )
+                got = _run(prepared.accumulate, X, dims, coords, k, 4.0, shift)
+                np.testing.assert_array_equal(got[0], expected[0], err_msg=f"{name} {knobs}")
+                np.testing.assert_array_equal(got[1], expected[1], err_msg=f"{name} {knobs}")
+
+
+def test_dense_kernel_portable_compress_matches_numpy():
+    """Compiled for a generic CPU (no AVX-512), the compress steps of the dense kernel are
+    LLVM's portable masked stores: the same integers."""
+    code = """
+import numpy as np
+from zcore.core import engine_numba, kernels
+from zcore.core.draws import draw_points, embedding_stats
+from zcore.core.law import accumulate_numpy
+assert not kernels._x86_compress()
+rng = np.random.default_rng(3)
+X = rng.normal(size=(1013, 4)).astype(np.float32)
+X[::7] = np.round(X[::7])
+dims, coords = draw_points(rng, embedding_stats(X), 200, 2)
+out = []
+for run in (accumulate_numpy, engine_numba.prepare(X).accumulate):
+    cov, pen = np.zeros(1013, np.int64), np.zeros(1013, np.int64)
+    run(X, dims, coords, cov, pen, k=150, exp=4.0, shift=40)
+    out.append((cov, pen))
+assert (out[0][0] == out[1][0]).all() and (out[0][1] == out[1][1]).all()
+print("ok")
+"""
+    from zcore.core import engine_numba
+
+    if not engine_numba.AVAILABLE:
+        pytest.skip("numba not installed")
+    env = dict(os.environ, NUMBA_CPU_NAME="generic")
+    env["PYTHONPATH"] = ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
 def test_progress_counts_every_point_once():
     from zcore.core.engines import get_engine
     from zcore.core.law import fixed_point_shift

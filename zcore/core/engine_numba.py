@@ -109,12 +109,22 @@ class NumbaKnobs:
     batch_elements: int = 1 << 20
     #: Largest ``N`` scored by the dense scan kernel (:mod:`zcore.core.engine_dense`) instead of
     #: the windowed one: the crossover of the two measured with ``benchmarks/bench_scoring.py``
-    #: (D = 512, ``redund_nn`` = 1000, see README, Performance).
-    dense_max_n: int = 40_000
+    #: (D = 512, ``redund_nn`` = 1000, 1M points: dense 69 s / 171 s, windowed 84 s / 113 s at
+    #: N = 100k / 200k, crossing near 120k; see README, Performance).
+    dense_max_n: int = 120_000
     #: Dense kernel: candidates per point handed to numpy for the weights are at most
     #: ``k + dense_slack * k + 32`` (the admission threshold is searched until between ``k`` and
     #: that many samples lie within it).
-    dense_slack: float = 0.25
+    dense_slack: float = 0.05
+    #: Dense kernel: the admission threshold of each redundancy search is estimated on every
+    #: ``dense_sub_stride``-th sample before one pass over all of them.
+    dense_sub_stride: int = 8
+    #: Dense kernel: that estimate aims at ``dense_admit * k`` samples within the threshold, so
+    #: that fewer than ``k`` (then the threshold is searched over all the samples) are rare.
+    dense_admit: float = 1.25
+    #: Dense kernel, two dimensions: float32 filters before the exact float64 distances (the
+    #: coverage minimum, the samples within the admission threshold); ``False``: float64 only.
+    dense_float32: bool = True
     #: Dense kernel: points per batch are ``dense_batch_elements // (k + slack)``.
     dense_batch_elements: int = 1 << 16
     #: Dense kernel: counting passes spent on the admission threshold before giving up on the
