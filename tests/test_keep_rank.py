@@ -28,6 +28,10 @@ def test_every_method_declares_include_and_ranking():
         spec = get_spec(name)
         assert spec.include in INCLUDE_MODES and spec.ranking in RANKING_MODES, name
         assert spec.include_help and spec.ranking_help
+        assert "{" not in spec.include_help  # the quota words are filled in with its region
+        if spec.include == "quota":
+            assert f"their {spec.region}'s share" in spec.include_help
+    assert get_spec("stratified").region == "score stratum"
     assert get_spec("topk").ranking == "exact"
 
 

@@ -573,6 +573,7 @@ def cluster_balanced(
         Option("include", "array", "rows already in the coreset (see select(include=...))"),
     ),
     include="quota",
+    region="score stratum",
 )
 def stratified(
     scores,
@@ -734,6 +735,7 @@ def _sq_dist_to_own(Z, centers, labels, chunk=65_536):
         Option("include", "array", "rows already in the coreset (see select(include=...))"),
     ),
     include="quota",
+    region="leaf cluster",
 )
 def hierarchical_kmeans(
     scores,

@@ -58,11 +58,13 @@ class MethodSpec:
     app: bool = True
     include: str = "fill"
     ranking: str = "nested"
+    region: str = "cluster"
 
     @property
     def include_help(self):
-        """What ``include=`` (samples already in the coreset) means for this method."""
-        return INCLUDE_MODES[self.include]
+        """What ``include=`` (samples already in the coreset) means for this method (for
+        ``"quota"``, in the words of its ``region``: a cluster, a score stratum, ...)."""
+        return INCLUDE_MODES[self.include].format(region=self.region)
 
     @property
     def ranking_help(self):
@@ -107,9 +109,8 @@ class MethodSpec:
 INCLUDE_MODES = {
     "fill": "they are kept and count against the budget; the method picks the rest from the "
     "other samples",
-    "quota": "they are kept and count toward the share of the budget of the region they fall "
-    "in (their cluster; their score stratum for Score-stratified), so regions they already "
-    "cover get fewer new samples",
+    "quota": "they are kept and count toward their {region}'s share of the budget, so each "
+    "{region} they already cover gets fewer new samples",
     "dedup": "they are kept, and the samples that duplicate them are removed before the rest "
     "is drawn, so the new samples do not repeat what is already in",
 }
