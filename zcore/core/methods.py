@@ -249,6 +249,24 @@ def fill_quotas(capacity, n_keep, rng, weights=None):
     return quota
 
 
+def _mask(rows, n):
+    """A boolean mask of length ``n``, true at ``rows``."""
+    out = np.zeros(n, dtype=bool)
+    out[rows] = True
+    return out
+
+
+def _quotas_after_include(members, quotas, is_inc, n_new, rng):
+    """``(members, quotas)`` of the groups once included rows (``is_inc``, a mask over the
+    index space of ``members``) are in: each included row fills a place of its group's quota,
+    the groups keep only their other rows, and the ``n_new`` places left go to the groups in
+    proportion to what each still lacks (quota minus included, at least 0; :func:`fill_quotas`)."""
+    have = np.array([int(is_inc[m].sum()) for m in members])
+    members = [m[~is_inc[m]] for m in members]
+    avail = np.array([len(m) for m in members])
+    return members, fill_quotas(avail, n_new, rng, weights=np.maximum(quotas - have, 0))
+
+
 def _pick_inside(members, q, scores, keep, rng):
     """``q`` of ``members``: the highest / lowest scores, or at random."""
     if q >= len(members):
@@ -527,12 +545,7 @@ def cluster_balanced(
     sizes = np.array([len(m) for m in members])
     q = fill_quotas(sizes, n_keep, rng, weights=None if quota == "equal" else sizes)
     if inc.size:  # included rows fill their cluster's quota; the rest goes where it is lacking
-        is_inc = np.zeros(n, dtype=bool)
-        is_inc[inc] = True
-        have = np.array([int(is_inc[m].sum()) for m in members])
-        members = [m[~is_inc[m]] for m in members]
-        avail = np.array([len(m) for m in members])
-        q = fill_quotas(avail, n_keep - inc.size, rng, weights=np.maximum(q - have, 0))
+        members, q = _quotas_after_include(members, q, _mask(inc, n), n_keep - inc.size, rng)
     if keep == "closest":
         if labels is None:
             ids, _ = _groups(lab)
@@ -634,12 +647,9 @@ def stratified(
         quotas[j] = min(len(members[j]), left // (len(members) - i))
         left -= quotas[j]
     if inc.size:  # included rows fill their stratum's quota; the rest goes where it is lacking
-        is_inc = np.zeros(len(s), dtype=bool)
-        is_inc[inc] = True
-        have = np.array([int(is_inc[m].sum()) for m in members])
-        members = [m[~is_inc[m]] for m in members]
-        avail = np.array([len(m) for m in members])
-        quotas = fill_quotas(avail, n_keep - inc.size, rng, weights=np.maximum(quotas - have, 0))
+        members, quotas = _quotas_after_include(
+            members, quotas, _mask(inc, len(s)), n_keep - inc.size, rng
+        )
     picked = [rng.choice(members[j], size=quotas[j], replace=False) for j in order if quotas[j]]
     out = np.sort(np.concatenate(picked)) if picked else np.empty(0, dtype=np.int64)
     return np.concatenate([inc, out]).astype(np.int64)
@@ -828,12 +838,9 @@ def hierarchical_kmeans(
     ids, members = _groups(parents[0])
     if inc.size:  # included rows fill their leaf's quota; the rest goes where it is lacking
         is_inc = np.isin(cand, inc)
-        have = np.array([int(is_inc[m].sum()) for m in members])
-        members = [m[~is_inc[m]] for m in members]
-        avail = np.array([len(m) for m in members])
-        lacking = np.maximum(quota[ids] - have, 0)
+        members, leaf_q = _quotas_after_include(members, quota[ids], is_inc, n_keep - inc.size, rng)
         quota = np.zeros_like(quota)
-        quota[ids] = fill_quotas(avail, n_keep - inc.size, rng, weights=lacking)
+        quota[ids] = leaf_q
     for c, m in zip(ids, members):
         q = int(quota[c])
         if not q:

@@ -436,13 +436,11 @@ def semdedup(
     requested = n_keep
     cand, Xn, n_keep = _prepare(scores, embeddings, n_keep, "semdedup", seed)
     inc, requested = check_include_budget(include, len(embeddings), requested)
-    is_inc = np.zeros(len(cand), dtype=bool)
     if inc.size:
         cand = np.union1d(cand, inc)
         Xn = l2_normalize(_as_embeddings(embeddings)[cand])
         n_keep = min(requested, cand.size)
-        is_inc = np.zeros(len(cand), dtype=bool)
-        is_inc[np.searchsorted(cand, inc)] = True
+    is_inc = np.isin(cand, inc)  # positions in cand of the included rows
     if n_keep == 0:
         return np.empty(0, dtype=np.int64)
     rng = _rng(seed)
