@@ -392,8 +392,9 @@ def coreset_summary(view, field, mode, value, *, balance_by=None, balance="propo
     ``select_coreset``'s; ``cut`` the lowest kept score of the samples chosen by score
     (``None`` when nothing is, or when balanced).
     """
-    kept = _select_coreset(view, field, mode, value, balance_by, balance, tag)
-    sel = _Data(view).selection(field, mode, value, balance_by, balance, tag)
+    data = _Data(view)
+    kept = _select_coreset(data, field, mode, value, balance_by, balance, tag)
+    sel = data.selection(field, mode, value, balance_by, balance, tag)
     return {
         "kept": kept,
         "ids": [i.decode() for i in sel.ids],
@@ -416,7 +417,7 @@ def _options(balance_by, balance, tag):
 
 
 def _select_coreset(
-    view,
+    data,
     field,
     mode,
     value,
@@ -427,9 +428,11 @@ def _select_coreset(
     record=False,
     rank_field=None,
 ):
-    """:func:`zcore.collection.select_coreset` (``method="topk"``) of the panel's controls. A
-    balanced, grown or ranked selection is recorded as :data:`PANEL_RUN_KEY` when ``record``,
-    else its kept ids are returned as a view (nothing written)."""
+    """:func:`zcore.collection.select_coreset` (``method="topk"``) of the panel's controls on
+    ``data.view`` (a :class:`_Data`). A balanced, grown or ranked selection is recorded as
+    :data:`PANEL_RUN_KEY` when ``record``, else its kept ids (from ``data``'s columns) are
+    returned as a view (nothing written)."""
+    view = data.view
     opts = _options(balance_by, balance, tag)
     if rank_field is not None:
         opts["rank_field"] = rank_field
@@ -438,9 +441,7 @@ def _select_coreset(
         return zc.select_coreset(view, **kwargs)
     if record:
         return zc.select_coreset(view, run_key=PANEL_RUN_KEY, overwrite=True, **kwargs)
-    ids = [
-        i.decode() for i in _Data(view).selection(field, mode, value, balance_by, balance, tag).ids
-    ]
+    ids = [i.decode() for i in data.selection(field, mode, value, balance_by, balance, tag).ids]
     return view.select(ids, ordered=True)
 
 
@@ -884,7 +885,7 @@ class CoresetPanel(foo.Panel):
         :data:`PANEL_RUN_KEY` when ``record`` and it is balanced, grown or ranked."""
         data = _Data(self._view(ctx))
         c = self._controls(ctx, data)
-        kept = _select_coreset(data.view, *c.selection, record=record, rank_field=rank_field)
+        kept = _select_coreset(data, *c.selection, record=record, rank_field=rank_field)
         return data.view, kept, c
 
     # --- buttons
