@@ -1047,29 +1047,16 @@ class CoresetPanel(foo.Panel):
             )
             return
         row = panel.h_stack("options_row", align_x="left", align_y="top", gap=2)
-        fields = c.balance_fields
-        if fields:
-            row.enum(
-                "balance_by",
-                [NONE, *fields],
-                default=NONE,
-                label="Balance by (optional)",
-                description=BALANCE_BY_HELP,
-                view=dropdown(fields, none="None"),
-                on_change=self.on_change,
-            )
-        tags = c.tags
-        if tags:
-            row.enum(
-                "include_tag",
-                [NONE, *tags],
-                default=NONE,
-                label="Grow from samples tagged (optional)",
-                description="They are kept and count against the budget; the highest scores "
-                "of the others fill it",
-                view=dropdown(tags, none="None"),
-                on_change=self.on_change,
-            )
+        self._optional_choice(
+            row, "balance_by", c.balance_fields, "Balance by (optional)", BALANCE_BY_HELP
+        )
+        self._optional_choice(
+            row,
+            "include_tag",
+            c.tags,
+            "Grow from samples tagged (optional)",
+            "They are kept and count against the budget; the highest scores of the others fill it",
+        )
         if c.balance_by is not None:
             panel.enum(
                 "balance",
@@ -1077,6 +1064,20 @@ class CoresetPanel(foo.Panel):
                 default="proportional",
                 label="Quotas",
                 view=balance_radio(),
+                on_change=self.on_change,
+            )
+
+    def _optional_choice(self, stack, name, choices, label, description):
+        """A dropdown of ``choices`` whose first, empty entry (:data:`NONE`) clears it; nothing
+        when there is no choice."""
+        if choices:
+            stack.enum(
+                name,
+                [NONE, *choices],
+                default=NONE,
+                label=label,
+                description=description,
+                view=dropdown(choices, none="None"),
                 on_change=self.on_change,
             )
 
