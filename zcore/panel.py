@@ -1180,43 +1180,31 @@ class CoresetPanel(foo.Panel):
             on_click=self.run_select,
             variant="outlined",
         )
-        names = panel.h_stack("save_row", align_x="left", align_y="top", gap=1)
-        names.str("view_name", label="View name", default=free_view_name(ctx.dataset))
-        names.bool(
-            "overwrite",
-            label="Overwrite",
-            default=False,
-            view=types.CheckboxView(componentsProps=_BESIDE_INPUT),
+        _input_row(
+            panel,
+            "save_row",
+            "view_name",
+            "View name",
+            free_view_name(ctx.dataset),
+            ("save_view", "Save as view", self.save_view),
+            box=("overwrite", "Overwrite"),  # between the name and its button
         )
-        names.btn(
-            "save_view",
-            label="Save as view",
-            on_click=self.save_view,
-            variant="outlined",
-            componentsProps=_BESIDE_INPUT,
-        )
-        tags = panel.h_stack("tag_row", align_x="left", align_y="top", gap=1)
-        tags.str("tag", label="Tag", default="coreset")
-        tags.btn(
-            "tag_kept",
-            label="Tag kept samples",
-            on_click=self.tag_kept,
-            variant="outlined",
-            componentsProps=_BESIDE_INPUT,
+        _input_row(
+            panel,
+            "tag_row",
+            "tag",
+            "Tag",
+            "coreset",
+            ("tag_kept", "Tag kept samples", self.tag_kept),
         )
         if c.mode != "threshold" and c.balance_by is None:  # ranks need a budget, unbalanced
-            ranks = panel.h_stack("rank_row", align_x="left", align_y="top", gap=1)
-            ranks.str(
+            _input_row(
+                panel,
+                "rank_row",
                 "rank_field",
-                label="Rank field (1 = first kept)",
-                default=DEFAULT_RANK_FIELD,
-            )
-            ranks.btn(
-                "write_ranks",
-                label="Write ranks",
-                on_click=self.write_ranks,
-                variant="outlined",
-                componentsProps=_BESIDE_INPUT,
+                "Rank field (1 = first kept)",
+                DEFAULT_RANK_FIELD,
+                ("write_ranks", "Write ranks", self.write_ranks),
             )
         if ctx.panel.state.get("save_error"):
             panel.view("save_error", types.Warning(label=ctx.panel.state.get("save_error")))
@@ -1350,6 +1338,30 @@ class _Controls(
     def selection(self):
         """The arguments of :func:`_select_coreset` after the view."""
         return self.field, self.mode, self.value, self.balance_by, self.balance, self.tag
+
+
+def _input_row(panel, stack, name, label, default, button, box=None):
+    """A text input and, level with its box, a button ``(name, label, on_click)``, optionally
+    after a checkbox ``(name, label)``, in the horizontal stack ``stack`` (the App keeps the
+    values under ``<stack>.<name>``, see :meth:`CoresetPanel._text`)."""
+    row = panel.h_stack(stack, align_x="left", align_y="top", gap=1)
+    row.str(name, label=label, default=default)
+    if box is not None:
+        row.bool(
+            box[0],
+            label=box[1],
+            default=False,
+            view=types.CheckboxView(componentsProps=_BESIDE_INPUT),
+        )
+    btn_name, btn_label, on_click = button
+    row.btn(
+        btn_name,
+        label=btn_label,
+        on_click=on_click,
+        variant="outlined",
+        componentsProps=_BESIDE_INPUT,
+    )
+    return row
 
 
 def _slider_view(lo, hi, step, precision):
